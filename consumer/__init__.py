@@ -1,0 +1,1 @@
+"""The event-consumer process: settings, CLI, the consumer loop, offsets, dead-lettering."""

@@ -1,0 +1,77 @@
+"""One fetched batch, decoded and sorted into what happens to each record. Pure."""
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from aiokafka import TopicPartition
+
+from handlers.decode import Poison, Tombstone, decode
+
+
+class Record(Protocol):
+    """What the loop needs of a Kafka record (aiokafka's ConsumerRecord has it)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]]
+
+
+@dataclass(slots=True)
+class PoisonRecord:
+    record: Record
+    poison: Poison
+
+
+@dataclass(slots=True)
+class Batch:
+    events: list[Any] = field(default_factory=list)  # decoded events, offset order per partition
+    event_records: list[Record] = field(default_factory=list)  # the record each event came from
+    poison: list[PoisonRecord] = field(default_factory=list)
+    tombstones: Counter = field(default_factory=Counter)  # per topic
+    first_offsets: dict[TopicPartition, int] = field(default_factory=dict)
+    next_offsets: dict[TopicPartition, int] = field(default_factory=dict)  # last offset + 1
+    size: int = 0
+
+    @property
+    def partitions(self) -> list[TopicPartition]:
+        return sorted(self.next_offsets)
+
+
+def build_batch(records: Mapping[TopicPartition, Sequence[Record]]) -> Batch:
+    batch = Batch()
+    for tp in sorted(records):
+        recs = records[tp]
+        if not recs:
+            continue
+        batch.first_offsets[tp] = recs[0].offset
+        batch.next_offsets[tp] = recs[-1].offset + 1
+        batch.size += len(recs)
+        for record in recs:
+            decoded = decode(record.value)
+            if isinstance(decoded, Tombstone):
+                batch.tombstones[record.topic] += 1
+            elif isinstance(decoded, Poison):
+                batch.poison.append(PoisonRecord(record, decoded))
+            else:
+                batch.events.append(decoded)
+                batch.event_records.append(record)
+    return batch
+
+
+def dead_letter_headers(item: PoisonRecord) -> list[tuple[str, bytes]]:
+    r = item.record
+    ours = [
+        ("x-error-type", item.poison.error_type),
+        ("x-error-message", item.poison.message),
+        ("x-original-topic", r.topic),
+        ("x-original-partition", str(r.partition)),
+        ("x-original-offset", str(r.offset)),
+    ]
+    ours_names = {name for name, _ in ours}
+    kept = [(k, v) for k, v in (r.headers or ()) if k not in ours_names]
+    return kept + [(k, v.encode("utf-8")) for k, v in ours]

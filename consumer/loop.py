@@ -1,0 +1,369 @@
+"""The consumer loop: fetch -> decode -> dead-letter -> apply (one transaction) -> commit offsets.
+
+The loop is the only owner of transactions and offsets. Ordering per batch:
+  1. poison records are produced to the DLQ and their acks awaited;
+  2. one database transaction locks the partitions' stored positions (a fence against another
+     member that processed the same records), applies every aggregate's upserts and stores the
+     next offsets;
+  3. only then Kafka's committed offsets move, for partitions this member still owns.
+"""
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import structlog
+from aiokafka import TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from consumer.batch import Batch, PoisonRecord, build_batch, dead_letter_headers
+from consumer.offsets import load_positions, lock_positions, save_positions
+from consumer.ports import GroupConsumer, Producer
+from consumer.retry import Backoff, is_transient_db_error, is_transient_kafka_error, sqlstate_of
+from handlers.aggregate import Aggregate
+from handlers.decode import Poison
+from handlers.registry import route
+
+T = TypeVar("T")
+log = structlog.get_logger("consumer.loop")
+
+KAFKA_COMMIT_ATTEMPTS = 5
+
+
+class Abandoned(Exception):
+    """The batch was given up uncommitted (partitions revoked, or shutdown timed out)."""
+
+
+class StaleBatch(Exception):
+    """The database already holds positions past the start of this batch: another member (or an
+    earlier life of this one) applied these records. Nothing is written; the partitions are re-sought."""
+
+    def __init__(self, stored: Mapping[TopicPartition, int]) -> None:
+        super().__init__(f"database positions ahead of batch: {dict(stored)}")
+        self.stored = dict(stored)
+
+
+@dataclass(slots=True)
+class Stats:
+    consumed: int = 0
+    applied: int = 0
+    stale: int = 0
+    dead_lettered: int = 0
+    tombstones: int = 0
+    batches: int = 0
+    db_retries: int = 0
+    commit_failures: int = 0
+    last_commit_at: float | None = None
+    last_progress_at: float = field(default_factory=time.monotonic)
+
+
+class ConsumerLoop:
+    def __init__(
+        self,
+        *,
+        consumer: GroupConsumer,
+        producer: Producer,
+        engine: AsyncEngine,
+        registry: Mapping[str, Aggregate],
+        group_id: str,
+        dlq_suffix: str,
+        batch_max_records: int,
+        backoff: Backoff,
+        shutdown_timeout_s: float,
+        poll_timeout_ms: int = 500,
+    ) -> None:
+        self._consumer = consumer
+        self._producer = producer
+        self._engine = engine
+        self._registry = registry
+        self._group_id = group_id
+        self._dlq_suffix = dlq_suffix
+        self._batch_max_records = batch_max_records
+        self._backoff = backoff
+        self._shutdown_timeout_s = shutdown_timeout_s
+        self._poll_timeout_ms = poll_timeout_ms
+        self._lock = asyncio.Lock()
+        self._generation = 0
+        self._stopping = asyncio.Event()
+        self._deadline: float | None = None
+        self._pending_commit: dict[TopicPartition, int] = {}
+        self.stats = Stats()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        if not self._stopping.is_set():
+            log.info("stop requested; finishing the current batch", timeout_s=self._shutdown_timeout_s)
+            self._deadline = time.monotonic() + self._shutdown_timeout_s
+            self._stopping.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    async def run(self) -> None:
+        while not self._stopping.is_set():
+            records = await self._consumer.getmany(timeout_ms=self._poll_timeout_ms, max_records=self._batch_max_records)
+            self.stats.last_progress_at = time.monotonic()
+            if not records:
+                if self._pending_commit:
+                    async with self._lock:
+                        await self._commit_kafka({})
+                continue
+            async with self._lock:
+                await self.process(records)
+        async with self._lock:
+            if self._pending_commit:
+                await self._commit_kafka({})
+
+    # -- one batch -------------------------------------------------------------------------
+
+    async def process(self, records: Mapping[TopicPartition, list]) -> None:
+        generation = self._generation
+        batch = build_batch(records)
+        started = time.monotonic()
+        try:
+            if batch.poison:
+                await self._retrying("dead-letter", lambda: self._dead_letter(batch.poison), generation, is_transient_kafka_error)
+            counts = await self._retrying("apply", lambda: self._apply(batch), generation, is_transient_db_error)
+        except Abandoned as exc:
+            log.warning("batch abandoned uncommitted; it will be fetched again", reason=str(exc), records=batch.size)
+            return
+        except StaleBatch as exc:
+            self._reseek(batch, exc.stored)
+            return
+        self.stats.batches += 1
+        self.stats.consumed += batch.size
+        self.stats.applied += counts["applied"]
+        self.stats.stale += counts["stale"]
+        self.stats.dead_lettered += counts["dead_lettered"]
+        self.stats.tombstones += sum(batch.tombstones.values())
+        self.stats.last_progress_at = time.monotonic()
+        log.debug(
+            "batch committed to the database",
+            records=batch.size,
+            applied=counts["applied"],
+            stale=counts["stale"],
+            dead_lettered=counts["dead_lettered"],
+            tombstones=sum(batch.tombstones.values()),
+            seconds=round(time.monotonic() - started, 4),
+        )
+        await self._commit_kafka(batch.next_offsets)
+
+    async def _apply(self, batch: Batch) -> Counter:
+        try:
+            async with self._engine.begin() as conn:
+                counts = await self._apply_in(conn, batch)
+                await save_positions(conn, self._group_id, batch.next_offsets)
+            counts["dead_lettered"] += len(batch.poison)
+            return counts
+        except DBAPIError as exc:
+            if is_transient_db_error(exc) or not _is_data_error(exc):
+                raise
+            log.warning("a record failed in the database; isolating it", error=_short(exc), sqlstate=sqlstate_of(exc))
+        return await self._apply_isolating(batch)
+
+    async def _apply_in(self, conn: AsyncConnection, batch: Batch) -> Counter:
+        stored = await lock_positions(conn, self._group_id, batch.partitions)
+        ahead = {tp: pos for tp, pos in stored.items() if pos > batch.first_offsets[tp]}
+        if ahead:
+            raise StaleBatch(stored)
+        counts: Counter = Counter()
+        for aggregate, events in route(self._registry, batch.events).items():
+            result = await aggregate.apply(conn, events)
+            counts["applied"] += result.applied
+            counts["stale"] += result.stale
+        return counts
+
+    async def _apply_isolating(self, batch: Batch) -> Counter:
+        """Slow path after a non-transient database error: each event in its own savepoint; the ones
+        the database rejects are dead-lettered (acked before the transaction commits)."""
+        counts: Counter = Counter()
+        async with self._engine.begin() as conn:
+            stored = await lock_positions(conn, self._group_id, batch.partitions)
+            if any(pos > batch.first_offsets[tp] for tp, pos in stored.items()):
+                raise StaleBatch(stored)
+            rejected: list[PoisonRecord] = []
+            for event, record in zip(batch.events, batch.event_records):
+                aggregate = self._registry[event.event_type]
+                try:
+                    async with conn.begin_nested():
+                        result = await aggregate.apply(conn, [event])
+                except DBAPIError as exc:
+                    if is_transient_db_error(exc) or not _is_data_error(exc):
+                        raise
+                    message = f"{type(exc.orig).__name__ if exc.orig else type(exc).__name__}: {_short(exc)}"
+                    rejected.append(PoisonRecord(record, Poison("database_error", message[:1000])))
+                    continue
+                counts["applied"] += result.applied
+                counts["stale"] += result.stale
+            if rejected:
+                await self._dead_letter(rejected)
+            await save_positions(conn, self._group_id, batch.next_offsets)
+        counts["dead_lettered"] += len(batch.poison) + len(rejected)
+        return counts
+
+    async def _dead_letter(self, items: list[PoisonRecord]) -> None:
+        futures = []
+        for item in items:
+            r = item.record
+            futures.append(
+                await self._producer.send(
+                    r.topic + self._dlq_suffix, value=r.value, key=r.key, headers=dead_letter_headers(item)
+                )
+            )
+            log.warning(
+                "record dead-lettered",
+                topic=r.topic,
+                partition=r.partition,
+                offset=r.offset,
+                error_type=item.poison.error_type,
+                error=item.poison.message[:200],
+            )
+        await asyncio.gather(*futures)
+
+    def _reseek(self, batch: Batch, stored: Mapping[TopicPartition, int]) -> None:
+        assigned = self._consumer.assignment()
+        for tp in batch.partitions:
+            position = max(stored.get(tp, batch.first_offsets[tp]), batch.first_offsets[tp])
+            if tp in assigned:
+                self._consumer.seek(tp, position)
+        log.info("batch already applied by the database's position; re-sought", positions={str(k): v for k, v in stored.items()})
+
+    # -- Kafka offsets ---------------------------------------------------------------------
+
+    async def _commit_kafka(self, next_offsets: Mapping[TopicPartition, int]) -> None:
+        """Kafka's committed offset trails the database; a failure here loses nothing (the next
+        assignment seeks to the database position), so it is retried a few times, then carried over."""
+        self._pending_commit.update(next_offsets)
+        assigned = self._consumer.assignment()
+        offsets = {tp: off for tp, off in self._pending_commit.items() if tp in assigned}
+        self._pending_commit = dict(offsets)
+        if not offsets:
+            return
+        for attempt in range(1, KAFKA_COMMIT_ATTEMPTS + 1):
+            try:
+                await self._consumer.commit(offsets)
+            except (CommitFailedError, IllegalStateError) as exc:
+                self.stats.commit_failures += 1
+                log.warning("kafka refused the offset commit (rebalance); the database keeps the position", error=_short(exc))
+                self._pending_commit.clear()
+                return
+            except KafkaError as exc:
+                self.stats.commit_failures += 1
+                if not is_transient_kafka_error(exc) or attempt == KAFKA_COMMIT_ATTEMPTS or self._past_deadline():
+                    log.warning("kafka offset commit failed; will retry with the next batch", error=_short(exc))
+                    return
+                await asyncio.sleep(self._backoff.delay(attempt))
+            else:
+                for tp, off in offsets.items():
+                    if self._pending_commit.get(tp) == off:
+                        del self._pending_commit[tp]
+                self.stats.last_commit_at = time.time()
+                return
+
+    # -- rebalance -------------------------------------------------------------------------
+
+    async def on_revoked(self, revoked: list[TopicPartition], wait_s: float) -> None:
+        try:
+            await asyncio.wait_for(self._lock.acquire(), timeout=wait_s)
+        except asyncio.TimeoutError:
+            # The batch in flight is stuck retrying; tell it to give up. Even if it commits later,
+            # the position fence in the database keeps the new owner's work from being undone.
+            self._generation += 1
+            log.warning("revoke: in-flight batch did not finish in time; abandoning it", partitions=len(revoked))
+            return
+        try:
+            self._generation += 1
+            pending = {tp: off for tp, off in self._pending_commit.items() if tp in set(revoked)}
+            if pending:
+                try:
+                    await self._consumer.commit(pending)
+                except KafkaError as exc:
+                    log.warning("revoke: final offset commit failed; the database keeps the position", error=_short(exc))
+            self._pending_commit = {tp: off for tp, off in self._pending_commit.items() if tp not in set(revoked)}
+        finally:
+            self._lock.release()
+        log.info("partitions revoked", partitions=sorted(f"{tp.topic}-{tp.partition}" for tp in revoked))
+
+    async def on_assigned(self, assigned: list[TopicPartition], timeout_s: float = 10.0) -> None:
+        """Seek to the database position where it is ahead of Kafka's committed offset. Best effort:
+        if the database is unreachable now, the fence in _apply_in does the same on the first batch."""
+        log.info("partitions assigned", partitions=sorted(f"{tp.topic}-{tp.partition}" for tp in assigned))
+        if not assigned:
+            return
+        try:
+            async with asyncio.timeout(timeout_s):
+                async with self._engine.connect() as conn:
+                    stored = await load_positions(conn, self._group_id, assigned)
+                for tp, position in stored.items():
+                    committed = await self._consumer.committed(tp)
+                    if committed is None or position > committed:
+                        self._consumer.seek(tp, position)
+                        log.info("sought to the database position", topic=tp.topic, partition=tp.partition, offset=position, kafka_committed=committed)
+        except Exception as exc:  # noqa: BLE001 - best effort, see docstring
+            log.warning("could not read database positions on assignment; the batch fence will apply them", error=_short(exc))
+
+    # -- retry -----------------------------------------------------------------------------
+
+    def _past_deadline(self) -> bool:
+        return self._deadline is not None and time.monotonic() > self._deadline
+
+    async def _retrying(
+        self,
+        what: str,
+        operation: Callable[[], Awaitable[T]],
+        generation: int,
+        is_transient: Callable[[BaseException], bool],
+    ) -> T:
+        attempt = 0
+        while True:
+            try:
+                return await operation()
+            except (StaleBatch, Abandoned):
+                raise
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                attempt += 1
+                if what == "apply":
+                    self.stats.db_retries += 1
+                if generation != self._generation:
+                    raise Abandoned("partitions were revoked during retries") from exc
+                if self._past_deadline():
+                    raise Abandoned("shutdown timeout reached during retries") from exc
+                delay = self._backoff.delay(attempt)
+                if self._deadline is not None:
+                    delay = min(delay, max(0.0, self._deadline - time.monotonic()) + 0.01)
+                log.warning(f"{what} failed; retrying", attempt=attempt, delay_s=round(delay, 2), error=_short(exc))
+                await asyncio.sleep(delay)
+
+
+class RebalanceListener(ConsumerRebalanceListener):
+    def __init__(self, loop: ConsumerLoop, revoke_wait_s: float) -> None:
+        self._loop = loop
+        self._revoke_wait_s = revoke_wait_s
+
+    async def on_partitions_revoked(self, revoked):  # type: ignore[override]
+        await self._loop.on_revoked(list(revoked), self._revoke_wait_s)
+
+    async def on_partitions_assigned(self, assigned):  # type: ignore[override]
+        await self._loop.on_assigned(list(assigned))
+
+
+def _is_data_error(exc: BaseException) -> bool:
+    """Errors that one record causes and that retrying cannot fix: data exceptions (22),
+    integrity constraint violations (23), e.g. a CHECK constraint an operator added."""
+    code = sqlstate_of(exc)
+    return code is not None and code[:2] in {"22", "23"}
+
+
+def _short(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return f"{type(exc).__name__}: {text}"[:300]

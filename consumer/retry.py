@@ -1,0 +1,54 @@
+"""Which failures are transient, and the capped exponential backoff with jitter used for them."""
+
+import random
+from dataclasses import dataclass
+
+import asyncpg
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+# SQLSTATE classes worth waiting out: connection (08), transaction rollback: serialization
+# failure and deadlock (40), insufficient resources (53), operator intervention: shutdown,
+# cannot connect now (57), system error (58).
+TRANSIENT_SQLSTATE_CLASSES = frozenset({"08", "40", "53", "57", "58"})
+
+
+def sqlstate_of(exc: BaseException) -> str | None:
+    for candidate in (exc, getattr(exc, "orig", None), getattr(getattr(exc, "orig", None), "__cause__", None)):
+        code = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)
+        if isinstance(code, str):
+            return code
+    return None
+
+
+def is_transient_db_error(exc: BaseException) -> bool:
+    if isinstance(exc, (OSError, ConnectionError, TimeoutError, asyncpg.exceptions.ConnectionDoesNotExistError)):
+        return True
+    if isinstance(exc, asyncpg.PostgresError):
+        code = exc.sqlstate or ""
+        return code[:2] in TRANSIENT_SQLSTATE_CLASSES
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated or isinstance(exc, (OperationalError, InterfaceError)):
+            code = sqlstate_of(exc)
+            return code is None or code[:2] in TRANSIENT_SQLSTATE_CLASSES
+        code = sqlstate_of(exc)
+        return code is not None and code[:2] in TRANSIENT_SQLSTATE_CLASSES
+    cause = exc.__cause__
+    return cause is not None and cause is not exc and is_transient_db_error(cause)
+
+
+def is_transient_kafka_error(exc: BaseException) -> bool:
+    if isinstance(exc, (CommitFailedError, IllegalStateError)):
+        return False
+    return isinstance(exc, (KafkaError, OSError, ConnectionError, TimeoutError))
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    initial_s: float = 0.2
+    max_s: float = 10.0
+
+    def delay(self, attempt: int) -> float:
+        """Full jitter: uniform in [0, min(max, initial * 2**(attempt-1))], at least initial/2."""
+        cap = min(self.max_s, self.initial_s * (2 ** max(attempt - 1, 0)))
+        return max(self.initial_s / 2, random.uniform(0, cap))

@@ -1,0 +1,81 @@
+"""Configuration from the environment and `.env`, built once in main(), never at import."""
+
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+
+class SettingsError(Exception):
+    """A missing or invalid setting; the message names the variable and never its secret value."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    kafka_bootstrap_servers: str = "localhost:9092"
+    kafka_group_id: str = Field("event-consumer", min_length=1)
+    kafka_topics: Annotated[list[str], NoDecode] = ["users", "orders"]
+    kafka_dlq_suffix: str = Field(".dlq", min_length=1)
+    kafka_client_id: str = "event-consumer"
+    database_url: SecretStr
+    batch_max_records: int = Field(2000, ge=1, le=100_000)
+    fetch_max_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    max_partition_fetch_bytes: int = Field(2 * 1024 * 1024, ge=1024)
+    max_poll_interval_ms: int = Field(300_000, ge=1000)
+    session_timeout_ms: int = Field(30_000, ge=1000)
+    db_pool_size: int = Field(5, ge=1, le=100)
+    db_max_overflow: int = Field(5, ge=0, le=100)
+    retry_initial_s: float = Field(0.2, gt=0)
+    retry_max_s: float = Field(10.0, gt=0)
+    shutdown_timeout_s: float = Field(30.0, gt=0)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "console"] = "json"
+
+    @field_validator("kafka_topics", mode="before")
+    @classmethod
+    def _split_topics(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [t.strip() for t in value.split(",") if t.strip()]
+        if isinstance(value, list) and not value:
+            raise ValueError("at least one topic is required")
+        return value
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _normalize_case(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) and value.lower() in {"debug", "info", "warning", "error"} else (
+            value.lower() if isinstance(value, str) else value
+        )
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: SecretStr) -> SecretStr:
+        # Error messages here must never echo the value: it holds the password.
+        try:
+            url = make_url(value.get_secret_value())
+        except ArgumentError:
+            raise ValueError("is not a database URL (expected postgresql+asyncpg://user:password@host:port/dbname)") from None
+        if url.drivername != "postgresql+asyncpg":
+            raise ValueError(f"must use the postgresql+asyncpg driver, not {url.drivername!r}")
+        if not url.host or not url.database:
+            raise ValueError("needs a host and a database name")
+        return value
+
+    def dlq_topic(self, topic: str) -> str:
+        return f"{topic}{self.kafka_dlq_suffix}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors(include_url=False, include_input=False):
+            variable = str(error["loc"][0]).upper() if error["loc"] else "settings"
+            message = "is required but not set" if error["type"] == "missing" else error["msg"]
+            message = message.removeprefix("Value error, ")
+            problems.append(f"{variable} {message}")
+        raise SettingsError("invalid configuration: " + "; ".join(problems)) from None

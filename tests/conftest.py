@@ -1,0 +1,56 @@
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import asyncpg
+import pytest
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from tests.services import Services, ServicesUnavailable, discover
+
+
+@pytest.fixture(scope="session")
+def services() -> Iterator[Services]:
+    try:
+        found = discover()
+    except ServicesUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+    yield found
+    found.close()
+
+
+def _plain_dsn(url: str, database: str | None = None) -> str:
+    u = make_url(url).set(drivername="postgresql")
+    if database is not None:
+        u = u.set(database=database)
+    return u.render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+async def database_url(services: Services) -> AsyncIterator[str]:
+    """A fresh database for this test session on the given server, migrated to head."""
+    from database.migrate import upgrade
+
+    name = f"ec_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    admin = await asyncpg.connect(_plain_dsn(services.database_url))
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    url = make_url(services.database_url).set(database=name).render_as_string(hide_password=False)
+    await asyncio.to_thread(upgrade, url)
+    yield url
+    admin = await asyncpg.connect(_plain_dsn(services.database_url))
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture(scope="session")
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    eng = create_async_engine(database_url, pool_size=2, max_overflow=2, pool_pre_ping=True)
+    yield eng
+    await eng.dispose()
