@@ -4,11 +4,11 @@ import asyncio
 import signal
 
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from consumer.kafka_clients import build_group_consumer, build_producer
 from consumer.loop import ConsumerLoop, RebalanceListener
 from consumer.retry import Backoff, is_transient_db_error
 from consumer.settings import Settings
@@ -18,39 +18,8 @@ from handlers.registry import build_registry
 
 log = structlog.get_logger("consumer.app")
 
-MAX_DLQ_REQUEST_BYTES = 16 * 1024 * 1024
-
-
 class StartupError(Exception):
     pass
-
-
-def kafka_common(settings: Settings) -> dict:
-    return {"bootstrap_servers": settings.kafka_bootstrap_servers, "client_id": settings.kafka_client_id}
-
-
-def build_consumer(settings: Settings) -> AIOKafkaConsumer:
-    return AIOKafkaConsumer(
-        **kafka_common(settings),
-        group_id=settings.kafka_group_id,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        isolation_level="read_committed",
-        max_poll_interval_ms=settings.max_poll_interval_ms,
-        session_timeout_ms=settings.session_timeout_ms,
-        heartbeat_interval_ms=max(1000, settings.session_timeout_ms // 10),
-        fetch_max_bytes=settings.fetch_max_bytes,
-        max_partition_fetch_bytes=settings.max_partition_fetch_bytes,
-    )
-
-
-def build_producer(settings: Settings) -> AIOKafkaProducer:
-    return AIOKafkaProducer(
-        **kafka_common(settings),
-        acks="all",
-        enable_idempotence=True,
-        max_request_size=MAX_DLQ_REQUEST_BYTES,
-    )
 
 
 async def _check_schema(engine: AsyncEngine, backoff: Backoff, stop: asyncio.Event) -> None:
@@ -106,7 +75,7 @@ async def run(settings: Settings) -> int:
     engine = make_engine(
         settings.database_url.get_secret_value(), pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow
     )
-    consumer = build_consumer(settings)
+    consumer = build_group_consumer(settings)
     producer = build_producer(settings)
     started: list = []
     try:

@@ -48,10 +48,17 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
+        from sqlalchemy.exc import DBAPIError
+
         from consumer.app import StartupError
 
         if isinstance(exc, StartupError):
             log.error(str(exc))
+            return 1
+        if isinstance(exc, (DBAPIError, OSError)):
+            # The driver's own message (never the DSN, so never the password).
+            detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+            log.error("database error", command=args.command, error=f"{type(exc).__name__}: {detail}")
             return 1
         raise
 

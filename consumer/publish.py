@@ -6,6 +6,7 @@ from collections.abc import Iterable, Iterator
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from consumer.kafka_clients import build_producer
 from consumer.generate import Generator, topic_for
 from consumer.settings import Settings
 from handlers.decode import Poison, Tombstone, decode
@@ -14,14 +15,7 @@ CHUNK = 5000
 
 
 def build_publisher(settings: Settings) -> AIOKafkaProducer:
-    return AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        client_id=settings.kafka_client_id,
-        acks="all",
-        enable_idempotence=True,
-        linger_ms=5,
-        max_batch_size=256 * 1024,
-    )
+    return build_producer(settings, linger_ms=5, max_batch_size=256 * 1024)
 
 
 def validate_lines(lines: Iterable[bytes]) -> Iterator[tuple[int, bytes | None, bytes, str | None]]:

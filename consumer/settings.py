@@ -2,7 +2,9 @@
 
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pathlib import Path
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -20,6 +22,11 @@ class Settings(BaseSettings):
     kafka_topics: Annotated[list[str], NoDecode] = ["users", "orders"]
     kafka_dlq_suffix: str = Field(".dlq", min_length=1)
     kafka_client_id: str = "event-consumer"
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: str | None = None
     database_url: SecretStr
     batch_max_records: int = Field(2000, ge=1, le=100_000)
     fetch_max_bytes: int = Field(16 * 1024 * 1024, ge=1024)
@@ -64,6 +71,25 @@ class Settings(BaseSettings):
             raise ValueError("needs a host and a database name")
         return value
 
+    @field_validator("kafka_security_protocol", "kafka_sasl_mechanism", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.strip().upper()
+            return value or None
+        return value
+
+    @model_validator(mode="after")
+    def _check_security(self) -> "Settings":
+        if self.kafka_security_protocol.startswith("SASL_"):
+            if self.kafka_sasl_mechanism is None:
+                raise ValueError("KAFKA_SASL_MECHANISM is required when KAFKA_SECURITY_PROTOCOL is SASL_*")
+            if not self.kafka_sasl_username or self.kafka_sasl_password is None:
+                raise ValueError("KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD are required when KAFKA_SECURITY_PROTOCOL is SASL_*")
+        if self.kafka_ssl_cafile and not Path(self.kafka_ssl_cafile).is_file():
+            raise ValueError("KAFKA_SSL_CAFILE does not name a readable file")
+        return self
+
     def dlq_topic(self, topic: str) -> str:
         return f"{topic}{self.kafka_dlq_suffix}"
 
@@ -74,8 +100,10 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         problems = []
         for error in exc.errors(include_url=False, include_input=False):
-            variable = str(error["loc"][0]).upper() if error["loc"] else "settings"
             message = "is required but not set" if error["type"] == "missing" else error["msg"]
             message = message.removeprefix("Value error, ")
-            problems.append(f"{variable} {message}")
+            if error["loc"]:
+                problems.append(f"{str(error['loc'][0]).upper()} {message}")
+            else:  # a cross-field rule: its message names the variables
+                problems.append(message)
         raise SettingsError("invalid configuration: " + "; ".join(problems)) from None

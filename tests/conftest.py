@@ -54,3 +54,12 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     eng = create_async_engine(database_url, pool_size=2, max_overflow=2, pool_pre_ping=True)
     yield eng
     await eng.dispose()
+
+
+def pytest_report_header(config) -> list[str]:
+    kafka = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    db = os.environ.get("DATABASE_URL")
+    if not (kafka and db):
+        return ["services: none in the environment (testcontainers if Docker answers, else integration tests fail)"]
+    url = make_url(db)
+    return [f"services: real Kafka broker at {kafka}, real PostgreSQL at {url.host}:{url.port}/{url.database}"]
