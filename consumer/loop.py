@@ -28,7 +28,7 @@ from consumer.ports import GroupConsumer, Producer
 from consumer.retry import Backoff, is_transient_db_error, is_transient_kafka_error, sqlstate_of
 from handlers.aggregate import Aggregate
 from handlers.decode import Poison
-from handlers.registry import route
+from handlers.apply import apply_events
 
 T = TypeVar("T")
 log = structlog.get_logger("consumer.loop")
@@ -174,12 +174,7 @@ class ConsumerLoop:
         ahead = {tp: pos for tp, pos in stored.items() if pos > batch.first_offsets[tp]}
         if ahead:
             raise StaleBatch(stored)
-        counts: Counter = Counter()
-        for aggregate, events in route(self._registry, batch.events).items():
-            result = await aggregate.apply(conn, events)
-            counts["applied"] += result.applied
-            counts["stale"] += result.stale
-        return counts
+        return await apply_events(conn, self._registry, batch.events)
 
     async def _apply_isolating(self, batch: Batch) -> Counter:
         """Slow path after a non-transient database error: each event in its own savepoint; the ones
