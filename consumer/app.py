@@ -5,11 +5,15 @@ import signal
 
 import structlog
 from aiokafka.errors import KafkaError
+from prometheus_client import CollectorRegistry
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from consumer.kafka_clients import build_group_consumer, build_producer
+from consumer.kafka_clients import KafkaAuthError, build_admin, build_group_consumer, build_producer, probe
+from consumer.topics import ensure_dlq_topics
 from consumer.loop import ConsumerLoop, RebalanceListener
+from consumer.http import ConsumerHealth, HttpServer
+from consumer.metrics import ConsumerMetrics, add_runtime_collectors
 from consumer.retry import Backoff, is_transient_db_error
 from consumer.settings import Settings
 from database.engine import make_engine
@@ -42,18 +46,45 @@ async def _check_schema(engine: AsyncEngine, backoff: Backoff, stop: asyncio.Eve
         raise StartupError(f"the database schema is at {version}, not {head}: run `event-consumer migrate`")
 
 
-async def _start_with_retry(client, what: str, backoff: Backoff, stop: asyncio.Event) -> None:
+async def _start_with_retry(client, what: str, backoff: Backoff, stop: asyncio.Event, settings: Settings | None = None) -> None:
     attempt = 0
     while True:
         try:
+            if settings is not None:
+                # aiokafka reports a refused login as "Unable to bootstrap": probe first, so bad
+                # credentials stop start-up instead of being retried as "broker not up yet".
+                await probe(settings)
             await client.start()
             return
+        except KafkaAuthError as exc:
+            raise StartupError(str(exc)) from None
         except KafkaError as exc:
             attempt += 1
             if stop.is_set():
                 raise StartupError(f"stopped while waiting for Kafka ({what})") from None
             log.warning("kafka not reachable yet; retrying", client=what, attempt=attempt, error=type(exc).__name__)
             await asyncio.sleep(backoff.delay(attempt))
+
+
+async def _prepare_dlq_topics(settings: Settings) -> None:
+    admin = build_admin(settings)
+    try:
+        await admin.start()
+        await ensure_dlq_topics(admin, settings.kafka_topics, settings.kafka_dlq_suffix)
+    except Exception as exc:  # noqa: BLE001 - without rights to create topics, the DLQ write retries
+        log.warning("could not check or create the dead-letter topics", error=f"{type(exc).__name__}: {exc}")
+    finally:
+        await admin.close()
+
+
+async def _start_http(http: HttpServer, settings: Settings) -> None:
+    try:
+        await http.start()
+    except OSError as exc:
+        raise StartupError(
+            f"cannot serve HTTP on HTTP_HOST={settings.http_host} HTTP_PORT={settings.http_port}: {exc.strerror or exc}"
+        ) from None
+    log.info("serving /healthz, /readyz and /metrics", host=settings.http_host, port=http.port)
 
 
 async def run(settings: Settings) -> int:
@@ -78,10 +109,17 @@ async def run(settings: Settings) -> int:
     consumer = build_group_consumer(settings)
     producer = build_producer(settings)
     started: list = []
+    metrics_registry = CollectorRegistry()  # this process's own: nothing global
+    add_runtime_collectors(metrics_registry)
+    metrics = ConsumerMetrics(metrics_registry)
+    health = ConsumerHealth(engine=engine, stuck_after_s=settings.health_stuck_after_s)
+    http = HttpServer(health, metrics_registry, settings.http_host, settings.http_port)
     try:
+        await _start_http(http, settings)
         await _check_schema(engine, backoff, stop)
-        await _start_with_retry(producer, "producer", backoff, stop)
+        await _start_with_retry(producer, "producer", backoff, stop, settings)
         started.append(producer)
+        await _prepare_dlq_topics(settings)
         loop = ConsumerLoop(
             consumer=consumer,
             producer=producer,
@@ -92,12 +130,13 @@ async def run(settings: Settings) -> int:
             batch_max_records=settings.batch_max_records,
             backoff=backoff,
             shutdown_timeout_s=settings.shutdown_timeout_s,
+            metrics=metrics,
         )
         loop_ref.append(loop)
         if stop.is_set():
             loop.request_stop()
         consumer.subscribe(settings.kafka_topics, listener=RebalanceListener(loop, revoke_wait_s=settings.shutdown_timeout_s))
-        await _start_with_retry(consumer, "consumer", backoff, stop)
+        await _start_with_retry(consumer, "consumer", backoff, stop, settings)
         started.append(consumer)
         log.info(
             "consuming",
@@ -106,6 +145,7 @@ async def run(settings: Settings) -> int:
             bootstrap_servers=settings.kafka_bootstrap_servers,
             batch_max_records=settings.batch_max_records,
         )
+        health.attach(loop, consumer)
         await loop.run()
         log.info(
             "stopped",
@@ -117,7 +157,10 @@ async def run(settings: Settings) -> int:
         )
         return 0
     finally:
-        for client in reversed(started):
+        await http.stop()
+        # Clients that never started are stopped too (that only marks them closed): otherwise a
+        # start-up failure ends with aiokafka's "Unclosed AIOKafka..." noise after the real message.
+        for client in [*reversed(started), *(c for c in (consumer, producer) if c not in started)]:
             try:
                 await asyncio.wait_for(client.stop(), timeout=settings.shutdown_timeout_s)
             except Exception as exc:  # noqa: BLE001 - shutdown must go on (aiokafka #773)

@@ -24,17 +24,50 @@ def _parser() -> argparse.ArgumentParser:
     pub.add_argument("--generate", type=int, metavar="N", help="publish N generated user and order events instead")
     pub.add_argument("--seed", type=int, default=1, help="seed for --generate (default 1)")
     sub.add_parser("schema", help="print the JSON Schema of the event envelope")
+    asyncapi = sub.add_parser("asyncapi", help="print the AsyncAPI 3.0 document of the service (asyncapi.yaml)")
+    asyncapi.add_argument("--output", metavar="PATH", help="write it to PATH instead of standard output")
+    offsets = sub.add_parser("offsets", help="show or reset the group's position (Kafka and database)")
+    offsets_sub = offsets.add_subparsers(dest="offsets_command", required=True, metavar="ACTION")
+    show = offsets_sub.add_parser("show", help="committed offset, database position, end offset and lag per partition")
+    show.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    reset = offsets_sub.add_parser("reset", help="move the stopped group's position in Kafka and the database")
+    reset.add_argument("--to", required=True, type=_reset_target, metavar="earliest|latest|ISO8601", help="where to move")
+    reset.add_argument("--topic", help="only this topic (one of KAFKA_TOPICS)")
+    reset.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    sub.add_parser("check", help="check Kafka topics, DLQ topics and the database schema; print the settings")
+    from consumer.replay import add_parser as add_replay_parser
+
+    add_replay_parser(sub)
     return parser
+
+
+def _reset_target(value: str):
+    from consumer.offsets_admin import parse_reset_target
+
+    return parse_reset_target(value)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "replay":
+        from consumer.replay import check_args
+
+        check_args(args)  # exits 2 like argparse
     if args.command == "schema":
         import orjson
 
         from handlers.events import event_json_schema
 
         sys.stdout.write(orjson.dumps(event_json_schema(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode() + "\n")
+        return 0
+    if args.command == "asyncapi":
+        from consumer.asyncapi import render_asyncapi
+
+        document = render_asyncapi()
+        if args.output:
+            Path(args.output).write_text(document, encoding="utf-8")
+        else:
+            sys.stdout.write(document)
         return 0
     try:
         settings = load_settings()
@@ -86,4 +119,16 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             return asyncio.run(publish_file(settings, args.topic, sys.stdin.buffer))
         with Path(args.file).open("rb") as fh:
             return asyncio.run(publish_file(settings, args.topic, fh))
+    if args.command == "offsets":
+        from consumer.offsets_admin import main as offsets_main
+
+        return offsets_main(args, settings)
+    if args.command == "check":
+        from consumer.check import check
+
+        return asyncio.run(check(settings, sys.stdout))
+    if args.command == "replay":
+        from consumer.replay import command as replay_command
+
+        return replay_command(args, settings)
     raise AssertionError(args.command)  # argparse rejects anything else

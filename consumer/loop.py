@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+import orjson
 import structlog
 from aiokafka import TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
@@ -23,9 +24,10 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from consumer.batch import Batch, PoisonRecord, build_batch, dead_letter_headers
+from consumer.metrics import UNKNOWN_EVENT_TYPE, ConsumerMetrics
 from consumer.offsets import load_positions, lock_positions, save_positions
 from consumer.ports import GroupConsumer, Producer
-from consumer.retry import Backoff, is_transient_db_error, is_transient_kafka_error, sqlstate_of
+from consumer.retry import Backoff, is_driver_data_error, is_transient_db_error, is_transient_kafka_error, sqlstate_of
 from handlers.aggregate import Aggregate
 from handlers.decode import Poison
 from handlers.apply import apply_events
@@ -34,6 +36,7 @@ T = TypeVar("T")
 log = structlog.get_logger("consumer.loop")
 
 KAFKA_COMMIT_ATTEMPTS = 5
+LAG_REFRESH_IDLE_S = 5.0  # how often idle polls refresh the lag gauges
 
 
 class Abandoned(Exception):
@@ -60,6 +63,8 @@ class Stats:
     db_retries: int = 0
     commit_failures: int = 0
     last_commit_at: float | None = None
+    # monotonic time of the last sign of life: getmany returned, a batch committed, or a retry
+    # attempt of a failing batch began (what /healthz reads)
     last_progress_at: float = field(default_factory=time.monotonic)
 
 
@@ -77,6 +82,7 @@ class ConsumerLoop:
         backoff: Backoff,
         shutdown_timeout_s: float,
         poll_timeout_ms: int = 500,
+        metrics: ConsumerMetrics | None = None,
     ) -> None:
         self._consumer = consumer
         self._producer = producer
@@ -94,6 +100,10 @@ class ConsumerLoop:
         self._deadline: float | None = None
         self._pending_commit: dict[TopicPartition, int] = {}
         self.stats = Stats()
+        self.metrics = metrics if metrics is not None else ConsumerMetrics()
+        # Lag needs highwater()/position() (aiokafka's consumer has them; the GroupConsumer port does not require them).
+        self._lag_source = consumer if hasattr(consumer, "highwater") and hasattr(consumer, "position") else None
+        self._lag_refreshed_at = 0.0
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -108,6 +118,7 @@ class ConsumerLoop:
         return self._stopping.is_set()
 
     async def run(self) -> None:
+        self.stats.last_progress_at = time.monotonic()
         while not self._stopping.is_set():
             records = await self._consumer.getmany(timeout_ms=self._poll_timeout_ms, max_records=self._batch_max_records)
             self.stats.last_progress_at = time.monotonic()
@@ -115,6 +126,9 @@ class ConsumerLoop:
                 if self._pending_commit:
                     async with self._lock:
                         await self._commit_kafka({})
+                if time.monotonic() - self._lag_refreshed_at >= LAG_REFRESH_IDLE_S:
+                    async with self._lock:
+                        await self._refresh_lag()
                 continue
             async with self._lock:
                 await self.process(records)
@@ -145,6 +159,7 @@ class ConsumerLoop:
         self.stats.dead_lettered += counts["dead_lettered"]
         self.stats.tombstones += sum(batch.tombstones.values())
         self.stats.last_progress_at = time.monotonic()
+        self._record_metrics(batch, counts)
         log.debug(
             "batch committed to the database",
             records=batch.size,
@@ -155,6 +170,38 @@ class ConsumerLoop:
             seconds=round(time.monotonic() - started, 4),
         )
         await self._commit_kafka(batch.next_offsets)
+        self.metrics.batch_duration.observe(time.monotonic() - started)
+        await self._refresh_lag()
+
+    def _record_metrics(self, batch: Batch, counts: Counter) -> None:
+        """Per (topic, event_type): events by their type, poison records and tombstones as "unknown".
+        Applied/stale/dead-lettered events come labelled in `counts` from the apply step."""
+        consumed: Counter = Counter()
+        for event, record in zip(batch.events, batch.event_records):
+            consumed[(record.topic, event.event_type)] += 1
+        poison: Counter = Counter((item.record.topic, UNKNOWN_EVENT_TYPE) for item in batch.poison)
+        consumed.update(poison)
+        for topic, n in batch.tombstones.items():
+            consumed[(topic, UNKNOWN_EVENT_TYPE)] += n
+        dead_lettered = poison + Counter({key[1]: n for key, n in counts.items() if isinstance(key, tuple) and key[0] == "dead_lettered"})
+        outcomes = {key: n for key, n in counts.items() if isinstance(key, tuple) and key[0] in ("applied", "stale")}
+        self.metrics.record_batch(consumed, batch.tombstones, dead_lettered, outcomes, batch.size)
+
+    async def _refresh_lag(self) -> None:
+        """Lag per assigned partition: the high watermark of the last fetch minus the position."""
+        self._lag_refreshed_at = time.monotonic()
+        source = self._lag_source
+        if source is None:
+            return
+        for tp in self._consumer.assignment():
+            try:
+                highwater = source.highwater(tp)
+                if highwater is None:  # no fetch response for it yet
+                    continue
+                position = await asyncio.wait_for(source.position(tp), timeout=0.2)
+            except (AssertionError, IllegalStateError, KafkaError, asyncio.TimeoutError):
+                continue  # revoked meanwhile, or its position is being reset: next time
+            self.metrics.set_lag(tp, highwater - position)
 
     async def _apply(self, batch: Batch) -> Counter:
         try:
@@ -174,7 +221,8 @@ class ConsumerLoop:
         ahead = {tp: pos for tp, pos in stored.items() if pos > batch.first_offsets[tp]}
         if ahead:
             raise StaleBatch(stored)
-        return await apply_events(conn, self._registry, batch.events)
+        labels = [(record.topic, event.event_type) for event, record in zip(batch.events, batch.event_records)]
+        return await apply_events(conn, self._registry, batch.events, labels)
 
     async def _apply_isolating(self, batch: Batch) -> Counter:
         """Slow path after a non-transient database error: each event in its own savepoint; the ones
@@ -195,9 +243,14 @@ class ConsumerLoop:
                         raise
                     message = f"{type(exc.orig).__name__ if exc.orig else type(exc).__name__}: {_short(exc)}"
                     rejected.append(PoisonRecord(record, Poison("database_error", message[:1000])))
+                    counts[("dead_lettered", (record.topic, event.event_type))] += 1
                     continue
                 counts["applied"] += result.applied
                 counts["stale"] += result.stale
+                if result.applied:
+                    counts[("applied", (record.topic, event.event_type))] += result.applied
+                if result.stale:
+                    counts[("stale", (record.topic, event.event_type))] += result.stale
             if rejected:
                 await self._dead_letter(rejected)
             await save_positions(conn, self._group_id, batch.next_offsets)
@@ -213,14 +266,12 @@ class ConsumerLoop:
                     r.topic + self._dlq_suffix, value=r.value, key=r.key, headers=dead_letter_headers(item)
                 )
             )
-            log.warning(
-                "record dead-lettered",
-                topic=r.topic,
-                partition=r.partition,
-                offset=r.offset,
-                error_type=item.poison.error_type,
-                error=item.poison.message[:200],
-            )
+            record_log = log.bind(topic=r.topic, partition=r.partition, offset=r.offset)
+            event_id = _event_id_of(r.value)
+            if event_id is not None:
+                record_log = record_log.bind(event_id=event_id)
+            # The error says why, never the payload (it may hold personal data).
+            record_log.warning("record dead-lettered", error_type=item.poison.error_type, error=item.poison.message[:200])
         await asyncio.gather(*futures)
 
     def _reseek(self, batch: Batch, stored: Mapping[TopicPartition, int]) -> None:
@@ -247,11 +298,13 @@ class ConsumerLoop:
                 await self._consumer.commit(offsets)
             except (CommitFailedError, IllegalStateError) as exc:
                 self.stats.commit_failures += 1
+                self.metrics.commit_failures.inc()
                 log.warning("kafka refused the offset commit (rebalance); the database keeps the position", error=_short(exc))
                 self._pending_commit.clear()
                 return
             except KafkaError as exc:
                 self.stats.commit_failures += 1
+                self.metrics.commit_failures.inc()
                 if not is_transient_kafka_error(exc) or attempt == KAFKA_COMMIT_ATTEMPTS or self._past_deadline():
                     log.warning("kafka offset commit failed; will retry with the next batch", error=_short(exc))
                     return
@@ -261,11 +314,13 @@ class ConsumerLoop:
                     if self._pending_commit.get(tp) == off:
                         del self._pending_commit[tp]
                 self.stats.last_commit_at = time.time()
+                self.metrics.last_commit.set(self.stats.last_commit_at)
                 return
 
     # -- rebalance -------------------------------------------------------------------------
 
     async def on_revoked(self, revoked: list[TopicPartition], wait_s: float) -> None:
+        self.metrics.forget_partitions(revoked)
         try:
             await asyncio.wait_for(self._lock.acquire(), timeout=wait_s)
         except asyncio.TimeoutError:
@@ -281,7 +336,12 @@ class ConsumerLoop:
                 try:
                     await self._consumer.commit(pending)
                 except KafkaError as exc:
+                    self.stats.commit_failures += 1
+                    self.metrics.commit_failures.inc()
                     log.warning("revoke: final offset commit failed; the database keeps the position", error=_short(exc))
+                else:
+                    self.stats.last_commit_at = time.time()
+                    self.metrics.last_commit.set(self.stats.last_commit_at)
             self._pending_commit = {tp: off for tp, off in self._pending_commit.items() if tp not in set(revoked)}
         finally:
             self._lock.release()
@@ -327,8 +387,11 @@ class ConsumerLoop:
                 if not is_transient(exc):
                     raise
                 attempt += 1
+                # A failing batch that keeps retrying is alive (waiting for a dependency), not stuck.
+                self.stats.last_progress_at = time.monotonic()
                 if what == "apply":
                     self.stats.db_retries += 1
+                    self.metrics.db_retries.inc()
                 if generation != self._generation:
                     raise Abandoned("partitions were revoked during retries") from exc
                 if self._past_deadline():
@@ -354,11 +417,27 @@ class RebalanceListener(ConsumerRebalanceListener):
 
 def _is_data_error(exc: BaseException) -> bool:
     """Errors that one record causes and that retrying cannot fix: data exceptions (22),
-    integrity constraint violations (23), e.g. a CHECK constraint an operator added."""
+    integrity constraint violations (23), e.g. a CHECK constraint an operator added, and values
+    the driver cannot encode (asyncpg.DataError)."""
+    if is_driver_data_error(exc):
+        return True
     code = sqlstate_of(exc)
     return code is not None and code[:2] in {"22", "23"}
 
 
+def _event_id_of(value: bytes | None) -> str | None:
+    """The envelope's event_id, when a dead-lettered value still has one (for the log line only)."""
+    if not value:
+        return None
+    try:
+        parsed = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+    event_id = parsed.get("event_id") if isinstance(parsed, dict) else None
+    return event_id[:64] if isinstance(event_id, str) else None
+
+
 def _short(exc: BaseException) -> str:
-    text = str(getattr(exc, "orig", None) or exc).splitlines()[0] if str(exc) else type(exc).__name__
+    lines = str(getattr(exc, "orig", None) or exc).splitlines() or str(exc).splitlines()
+    text = lines[0] if lines else repr(getattr(exc, "orig", None) or exc)
     return f"{type(exc).__name__}: {text}"[:300]

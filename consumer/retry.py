@@ -21,7 +21,23 @@ def sqlstate_of(exc: BaseException) -> str | None:
     return None
 
 
+def _chain(exc: BaseException):
+    seen = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = getattr(current, "orig", None) if getattr(current, "orig", None) is not None else current.__cause__
+
+
+def is_driver_data_error(exc: BaseException) -> bool:
+    """asyncpg could not encode a value for the query (it never reached the server)."""
+    return any(isinstance(e, asyncpg.exceptions.DataError) for e in _chain(exc))
+
+
 def is_transient_db_error(exc: BaseException) -> bool:
+    if is_driver_data_error(exc):
+        return False
     if isinstance(exc, (OSError, ConnectionError, TimeoutError, asyncpg.exceptions.ConnectionDoesNotExistError)):
         return True
     if isinstance(exc, asyncpg.PostgresError):

@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     shutdown_timeout_s: float = Field(30.0, gt=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console"] = "json"
+    http_host: str = "0.0.0.0"
+    http_port: int = Field(8000, ge=0, le=65535)
+    health_stuck_after_s: float = Field(120.0, gt=0)
 
     @field_validator("kafka_topics", mode="before")
     @classmethod
@@ -63,8 +66,16 @@ class Settings(BaseSettings):
         # Error messages here must never echo the value: it holds the password.
         try:
             url = make_url(value.get_secret_value())
-        except ArgumentError:
-            raise ValueError("is not a database URL (expected postgresql+asyncpg://user:password@host:port/dbname)") from None
+            port = url.port
+        except (ArgumentError, ValueError):
+            # e.g. an unescaped '@' or ':' in the password makes the port unparsable; the
+            # driver's message would quote the password, so it is not passed on.
+            raise ValueError(
+                "is not a database URL (expected postgresql+asyncpg://user:password@host:port/dbname; "
+                "percent-encode special characters in the password)"
+            ) from None
+        if port is not None and not 0 < port < 65536:
+            raise ValueError("has a port outside 1..65535")
         if url.drivername != "postgresql+asyncpg":
             raise ValueError(f"must use the postgresql+asyncpg driver, not {url.drivername!r}")
         if not url.host or not url.database:
@@ -88,6 +99,13 @@ class Settings(BaseSettings):
                 raise ValueError("KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD are required when KAFKA_SECURITY_PROTOCOL is SASL_*")
         if self.kafka_ssl_cafile and not Path(self.kafka_ssl_cafile).is_file():
             raise ValueError("KAFKA_SSL_CAFILE does not name a readable file")
+        return self
+
+    @model_validator(mode="after")
+    def _check_health(self) -> "Settings":
+        # A batch that keeps retrying reports progress once per attempt, so the threshold must exceed the backoff cap.
+        if self.health_stuck_after_s <= self.retry_max_s:
+            raise ValueError("HEALTH_STUCK_AFTER_S must be greater than RETRY_MAX_S")
         return self
 
     def dlq_topic(self, topic: str) -> str:

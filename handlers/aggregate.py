@@ -1,12 +1,12 @@
 """One aggregate (users, orders): how its events collapse and how they are written."""
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from handlers.collapse import EntityChange, collapse, count_outcomes
+from handlers.collapse import EntityChange, applies_one_by_one, collapse, count_outcomes
 from handlers.sql import columns_of, stored_versions_then, unnest_upsert
 
 Row = dict[str, object]
@@ -16,6 +16,8 @@ Row = dict[str, object]
 class Applied:
     applied: int
     stale: int
+    # per event given to apply(), in order: applied (True) or stale; for metrics, not compared
+    outcomes: tuple[bool, ...] = field(default=(), compare=False)
 
 
 class Aggregate:
@@ -52,7 +54,7 @@ class Aggregate:
         """Applies events (in offset order) inside the caller's transaction. Never commits."""
         changes, stale_in_batch = collapse(events, self._is_full)
         if not changes:
-            return Applied(0, stale_in_batch)
+            return Applied(0, stale_in_batch, (False,) * stale_in_batch)
         entity_ids = [c.entity_id for c in changes]
         full_rows = [self._full_row(c) for c in changes if c.full is not None]
         if full_rows:
@@ -65,4 +67,4 @@ class Aggregate:
         if patch_rows:
             await conn.execute(self._patch_upsert, columns_of(patch_rows, self._columns))
         applied, stale = count_outcomes(changes, stored)
-        return Applied(applied, stale + stale_in_batch)
+        return Applied(applied, stale + stale_in_batch, tuple(applies_one_by_one(events, stored)))

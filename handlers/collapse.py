@@ -45,6 +45,20 @@ def collapse(events: Iterable[E], is_full: Callable[[E], bool]) -> tuple[list[En
     return [changes[k] for k in sorted(changes)], stale
 
 
+def applies_one_by_one(events: Iterable[E], stored_versions: dict[int, int]) -> list[bool]:
+    """Per event, in order: does it apply when the events are applied one by one to the stored
+    versions? The same rule as collapse + count_outcomes, per event, for attributing counts."""
+    best: dict[int, int] = {}
+    out = []
+    for event in events:
+        entity_id = event.data.id  # type: ignore[attr-defined]
+        current = best.get(entity_id, stored_versions.get(entity_id, 0))
+        applies = event.version > current  # type: ignore[attr-defined]
+        best[entity_id] = event.version if applies else current  # type: ignore[attr-defined]
+        out.append(applies)
+    return out
+
+
 def count_outcomes(changes: Iterable[EntityChange[E]], stored_versions: dict[int, int]) -> tuple[int, int]:
     """(applied, stale) for the record-breaking events, given the versions stored before the batch."""
     applied = stale = 0

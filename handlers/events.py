@@ -1,7 +1,7 @@
 """The event envelope, as pydantic models. This module is the contract producers validate against
 (its JSON Schema is exported to schemas/event.schema.json)."""
 
-from datetime import datetime
+from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Annotated, Literal, Union
 from uuid import UUID
@@ -15,6 +15,15 @@ def _no_nul(value: str) -> str:
     # PostgreSQL text cannot hold U+0000; reject it here so it becomes a clear validation error.
     if "\x00" in value:
         raise ValueError("must not contain the NUL character")
+    return value
+
+
+def _convertible_to_utc(value: datetime) -> datetime:
+    # PostgreSQL stores timestamptz in UTC; 0001-01-01T00:00+14:00 has no UTC representation.
+    try:
+        value.astimezone(timezone.utc)
+    except OverflowError:
+        raise ValueError("is out of range once converted to UTC") from None
     return value
 
 
@@ -50,7 +59,7 @@ class EntityRef(_Model):
 
 class _Envelope(_Model):
     event_id: UUID
-    occurred_at: AwareDatetime
+    occurred_at: Annotated[AwareDatetime, AfterValidator(_convertible_to_utc)]
     version: Version
 
     @property

@@ -50,6 +50,7 @@ def consumer_env(services: Services, database_url: str, topics: Topics) -> dict[
         LOG_LEVEL="INFO",
         RETRY_MAX_S="2",
         SESSION_TIMEOUT_MS="10000",
+        HTTP_PORT="0",  # an ephemeral port: consumers run side by side
     )
     return env
 

@@ -36,17 +36,25 @@ class Topics:
         return [self.users, self.orders]
 
 
-def kcat_publish(bootstrap: str, topic: str, messages: list[tuple[bytes | None, bytes]]) -> None:
-    """Publishes with kcat (librdkafka), a client this project did not write."""
+def kcat_publish(
+    bootstrap: str,
+    topic: str,
+    messages: list[tuple[bytes | None, bytes]],
+    headers: dict[str, str] | None = None,
+    extra_args: tuple[str, ...] = (),
+) -> None:
+    """Publishes with kcat (librdkafka), a client this project did not write. A None key is sent
+    as a null key; headers, if given, go on every message."""
     kcat = shutil.which("kcat")
     assert kcat, "kcat is not installed (apt-get install kcat; scripts/services.sh install does it)"
     payload = bytearray()
     for key, value in messages:
         assert MSG_DELIM not in value and KEY_DELIM not in value, "test value uses a delimiter byte"
-        payload += (key or b"") + KEY_DELIM + value + MSG_DELIM
+        payload += (value if key is None else key + KEY_DELIM + value) + MSG_DELIM
     proc = subprocess.run(
         [kcat, "-P", "-b", bootstrap, "-t", topic, "-K", "\\x1f", "-D", "\\x1e", "-z", "none",
-         "-X", "enable.idempotence=true", "-X", "topic.partitioner=murmur2_random"],
+         "-X", "enable.idempotence=true", "-X", "topic.partitioner=murmur2_random",
+         *[arg for k, v in (headers or {}).items() for arg in ("-H", f"{k}={v}")], *extra_args],
         input=bytes(payload),
         capture_output=True,
         timeout=300,

@@ -127,3 +127,140 @@ async def test_postgres_stopped_for_20_seconds_mid_stream(kafka, topics, consume
     await assert_matches_model(engine, model)
     await _assert_dlq(kafka, topics, poison)
     assert sum(ends.values()) == len(events) + len(poison)
+
+
+async def test_kafka_broker_restarted_mid_stream(kafka, topics, consumers, engine, clean_db, control):
+    """The consumer reconnects by itself: same process before and after the broker restart."""
+    rng = random.Random(13)
+    events = Generator(seed=37).stream(8_000, duplicates=0.05, older=0.05)
+    chunks, poison = _chunks(events, topics, n_chunks=2, poison_per_chunk=2, rng=rng)
+    for topic, messages in chunks[0]:
+        kcat_publish(kafka.bootstrap, topic, messages)
+    proc = consumers.start(BATCH_MAX_RECORDS="200")
+    await kafka.wait_committed(topics.group, topics.all, timeout=120)
+    await kafka.close()
+    await asyncio.to_thread(control.kafka_stop)
+    try:
+        await asyncio.sleep(5)
+        assert alive(proc), "consumer exited while Kafka was down:\n" + consumers.log_text()
+    finally:
+        await asyncio.to_thread(control.kafka_start)
+        await kafka.start()
+    for topic, messages in chunks[1]:
+        kcat_publish(kafka.bootstrap, topic, messages)
+    ends = await kafka.wait_committed(topics.group, topics.all, timeout=240)
+    assert alive(proc)
+    assert consumers.stop(proc) == 0, consumers.log_text()
+    model = ReadModel()
+    model.apply_bytes([orjson.dumps(e) for e in events])
+    await assert_matches_model(engine, model)
+    await _assert_dlq(kafka, topics, poison)
+    assert sum(ends.values()) == len(events) + len(poison)
+
+
+async def test_frozen_member_comes_back_without_moving_offsets_backwards(kafka, topics, consumers, engine, clean_db):
+    """SIGSTOP freezes one of two members past its session timeout (the zombie case of a stall past
+    max.poll.interval.ms); the other takes over; SIGCONT revives it. Its late batch and late commit
+    must neither move any position backwards nor lose or double-apply anything."""
+    rng = random.Random(19)
+    events = Generator(seed=47).stream(12_000, duplicates=0.05, older=0.05)
+    chunks, poison = _chunks(events, topics, n_chunks=6, poison_per_chunk=1, rng=rng)
+    env = {"BATCH_MAX_RECORDS": "100", "SESSION_TIMEOUT_MS": "6000", "MAX_POLL_INTERVAL_MS": "8000"}
+    a = consumers.start(**env)
+    b = consumers.start(**env)
+    await asyncio.sleep(3)
+    publisher = _publish_chunks(kafka.bootstrap, chunks, pause_s=1.0)
+
+    seen: dict = {}
+    backwards: list = []
+
+    async def watch_positions():
+        while True:
+            for tp, pos in (await db_positions(engine, topics.group)).items():
+                if pos < seen.get(tp, 0):
+                    backwards.append((tp, seen[tp], pos))
+                seen[tp] = max(seen.get(tp, 0), pos)
+            await asyncio.sleep(0.1)
+
+    watcher = asyncio.create_task(watch_positions())
+    try:
+        await asyncio.sleep(1.5)
+        a.send_signal(signal.SIGSTOP)
+        await asyncio.sleep(12)  # past session timeout and max poll interval: b takes everything
+        a.send_signal(signal.SIGCONT)
+        await asyncio.to_thread(publisher.join, 300)
+        ends = await kafka.wait_committed(topics.group, topics.all, timeout=240)
+    finally:
+        watcher.cancel()
+    assert not backwards, f"database positions moved backwards: {backwards}"
+    assert alive(a) and alive(b)
+    assert consumers.stop(a) == 0 and consumers.stop(b) == 0
+    committed = await kafka.committed(topics.group)
+    assert {tp: committed.get(tp, 0) for tp in ends} == ends
+    model = ReadModel()
+    model.apply_bytes([orjson.dumps(e) for e in events])
+    await assert_matches_model(engine, model)
+    await _assert_dlq(kafka, topics, poison)
+
+
+async def test_database_rejects_one_row_it_is_dead_lettered_and_the_rest_applies(kafka, topics, consumers, engine, clean_db):
+    from sqlalchemy import text
+
+    gen = Generator(seed=53)
+    good = [gen.envelope("user.created", 1, gen.user_state(i)) for i in range(1, 301)]
+    bad = gen.envelope("user.created", 1, {"id": 9999, "email": "bad@example.com", "name": "Rejected By Check"})
+    later = gen.envelope("user.updated", 2, gen.user_state(5))
+    stream = good[:150] + [bad] + good[150:] + [later]
+    async with engine.begin() as conn:
+        await conn.execute(text("ALTER TABLE users ADD CONSTRAINT ck_users_test_no_rejected CHECK (name <> 'Rejected By Check')"))
+    try:
+        kcat_publish(kafka.bootstrap, topics.users, [(str(e["data"]["id"]).encode(), orjson.dumps(e)) for e in stream])
+        proc = consumers.start()
+        await kafka.wait_committed(topics.group, topics.all, timeout=120)
+        assert consumers.stop(proc) == 0, consumers.log_text()
+    finally:
+        async with engine.begin() as conn:
+            await conn.execute(text("ALTER TABLE users DROP CONSTRAINT ck_users_test_no_rejected"))
+    model = ReadModel()
+    model.apply_bytes([orjson.dumps(e) for e in stream if e is not bad])
+    await assert_matches_model(engine, model)
+    dlq = await kafka.read_all(topics.users + ".dlq")
+    assert [r.value for r in dlq] == [orjson.dumps(bad)]
+    headers = {k: v.decode() for k, v in dlq[0].headers}
+    assert headers["x-error-type"] == "database_error"
+    assert "ck_users_test_no_rejected" in headers["x-error-message"]
+
+
+async def test_dlq_write_failing_holds_the_source_offset_until_it_succeeds(kafka, topics, consumers, engine, clean_db):
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    from tests.integration.harness import kcat_count
+
+    # The DLQ topic refuses every record (max.message.bytes too small): producing fails.
+    dlq = topics.users + ".dlq"
+    await kafka.admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, dlq, configs={"max.message.bytes": "16"})])
+    gen = Generator(seed=59)
+    before = [gen.envelope("user.created", 1, gen.user_state(i)) for i in range(1, 51)]
+    after = [gen.envelope("user.created", 1, gen.user_state(i)) for i in range(51, 101)]
+    poison_value = b'{"this is": "not an event"}'
+    messages = [(b"1", orjson.dumps(e)) for e in before] + [(b"1", poison_value)] + [(b"1", orjson.dumps(e)) for e in after]
+    kcat_publish(kafka.bootstrap, topics.users, messages)  # one key: one partition, in this order
+    proc = consumers.start(RETRY_MAX_S="0.5")
+    await asyncio.sleep(8)
+    committed = await kafka.committed(topics.group)
+    positions = await db_positions(engine, topics.group)
+    poison_offset = len(before)
+    assert all(off <= poison_offset for off in committed.values()), committed
+    assert all(pos <= poison_offset for pos in positions.values()), positions
+    assert "dead-letter failed; retrying" in consumers.log_text()
+    assert kcat_count(kafka.bootstrap, dlq) == 0
+
+    await kafka.admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, dlq, configs={"max.message.bytes": "1048576"})])
+    ends = await kafka.wait_committed(topics.group, topics.all, timeout=120)
+    assert consumers.stop(proc) == 0
+    assert sum(ends.values()) == 101
+    records = await kafka.read_all(dlq)
+    assert [r.value for r in records] == [poison_value]
+    model = ReadModel()
+    model.apply_bytes([orjson.dumps(e) for e in before + after])
+    await assert_matches_model(engine, model)

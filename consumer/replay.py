@@ -1,0 +1,535 @@
+"""`event-consumer replay`: re-applies a range of records to the read model, outside the group.
+
+Manual partition assignment and no consumer group: neither the live group's committed offsets in
+Kafka nor its positions in `consumer_offsets` are read or written, so a replay is safe while
+`run` is running. The range is fixed at the start (end offsets, or the offsets of `--until`), so a
+replay always terminates. Records go through the same code as `run` (build_batch, then one
+transaction per fetched batch with apply_events); the version guard makes applying them again
+harmless (already applied events count as stale).
+"""
+
+import argparse
+import asyncio
+import signal
+import sys
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeVar
+
+import structlog
+
+T = TypeVar("T")
+log = structlog.get_logger("consumer.replay")
+
+EXIT_BAD_ARGS = 2
+POLL_TIMEOUT_MS = 500
+METADATA_ATTEMPTS = 50
+
+
+class ReplayArgumentError(Exception):
+    """An argument that only the broker can refute (unknown topic or partition): exit 2."""
+
+
+class Interrupted(Exception):
+    """SIGINT/SIGTERM during a batch's retries: the batch is given up uncommitted."""
+
+
+# -- arguments -------------------------------------------------------------------------------
+
+
+def parse_timestamp(text: str) -> datetime:
+    """ISO 8601 with a UTC offset (`Z` or `+HH:MM`). A naive time is refused rather than guessed."""
+    try:
+        value = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 timestamp: {text!r}") from None
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise argparse.ArgumentTypeError(f"{text!r} has no UTC offset (add Z or +HH:MM)")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, not {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, not {text}")
+    return value
+
+
+def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> argparse.ArgumentParser:
+    parser = sub.add_parser(
+        "replay",
+        help="re-apply a range of records to the read model (no consumer group; safe while `run` runs)",
+        description=(
+            "Reads the selected partitions with manual assignment (no consumer group, no stored offsets "
+            "touched) from a start point up to the end offsets captured at the start (or --until), and "
+            "applies them with the version guard, one transaction per fetched batch."
+        ),
+    )
+    parser.add_argument("--topic", dest="topics", action="append", required=True, metavar="T", help="topic to replay (repeatable)")
+    parser.add_argument(
+        "--partition", dest="partitions", action="append", type=_non_negative_int, metavar="P",
+        help="only this partition of each topic (repeatable; default: all)",
+    )
+    start = parser.add_mutually_exclusive_group(required=True)
+    start.add_argument("--from-beginning", action="store_true", help="from the first retained record")
+    start.add_argument("--since", type=parse_timestamp, metavar="ISO8601", help="from the first record with a timestamp at or after this time")
+    start.add_argument("--from-offset", type=_non_negative_int, metavar="N", help="from offset N of each selected partition (clamped to what exists)")
+    parser.add_argument("--until", type=parse_timestamp, metavar="ISO8601", help="stop before the first record with a timestamp at or after this time (default: the end offsets at start)")
+    effect = parser.add_mutually_exclusive_group()
+    effect.add_argument("--dlq", action="store_true", help="dead-letter malformed records as `run` does (default: count and report them)")
+    effect.add_argument("--dry-run", action="store_true", help="decode and count only; write nothing")
+    # For tests: the period of the plain progress lines written when stderr is not a terminal.
+    parser.add_argument("--progress-interval", type=_positive_float, default=5.0, help=argparse.SUPPRESS)
+    parser.set_defaults(replay_parser=parser)
+    return parser
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """The checks argparse cannot express; exits 2 with the subcommand's usage, as argparse does."""
+    parser: argparse.ArgumentParser = args.replay_parser
+    if args.until is not None and args.since is not None and args.until <= args.since:
+        parser.error("--until must be later than --since")
+    args.topics = list(dict.fromkeys(t.strip() for t in args.topics))
+    if not all(args.topics):
+        parser.error("--topic needs a topic name")
+    if args.partitions is not None:
+        args.partitions = sorted(set(args.partitions))
+
+
+# -- the range to replay (pure) ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Range:
+    start: int
+    stop: int  # exclusive
+
+    @property
+    def size(self) -> int:
+        return max(0, self.stop - self.start)
+
+
+def plan_ranges(
+    tps: Iterable[Any],
+    beginning: Mapping[Any, int],
+    end: Mapping[Any, int],
+    *,
+    from_offset: int | None = None,
+    since: Mapping[Any, int | None] | None = None,
+    until: Mapping[Any, int | None] | None = None,
+) -> dict[Any, Range]:
+    """[start, stop) per partition within [beginning, end]. `since`/`until` hold the
+    offsets_for_times answers: None means no record at or after the time, i.e. the end."""
+    ranges = {}
+    for tp in tps:
+        lo, hi = beginning[tp], end[tp]
+        if from_offset is not None:
+            start = from_offset
+        elif since is not None:
+            found = since.get(tp)
+            start = hi if found is None else found
+        else:
+            start = lo
+        start = min(max(start, lo), hi)
+        stop = hi
+        if until is not None and until.get(tp) is not None:
+            stop = min(max(until[tp], lo), hi)  # type: ignore[type-var]
+        ranges[tp] = Range(start, max(start, stop))
+    return ranges
+
+
+# -- counts -----------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class ReplayStats:
+    records: int = 0
+    events: int = 0
+    applied: int = 0
+    stale: int = 0
+    malformed: int = 0  # undecodable, plus those the database rejected (SQLSTATE 22/23)
+    dead_lettered: int = 0
+    tombstones: int = 0
+    batches: int = 0
+    db_retries: int = 0
+    per_topic: Counter = field(default_factory=Counter)
+
+    def summary(self, *, mode: str, elapsed: float, planned: int, interrupted: bool) -> dict[str, Any]:
+        fields: dict[str, Any] = {"mode": mode, "records": self.records, "planned": planned}
+        if mode == "dry-run":
+            fields["events"] = self.events
+        else:
+            fields.update(applied=self.applied, stale=self.stale)
+        fields.update(malformed=self.malformed, dead_lettered=self.dead_lettered, tombstones=self.tombstones)
+        fields.update(
+            batches=self.batches,
+            elapsed_s=round(elapsed, 2),
+            records_per_s=round(self.records / elapsed, 1) if elapsed > 0 else 0.0,
+        )
+        if self.db_retries:
+            fields["db_retries"] = self.db_retries
+        if interrupted:
+            fields["interrupted"] = True
+        return fields
+
+
+# -- the replay -------------------------------------------------------------------------------
+
+
+def _is_data_error(exc: BaseException) -> bool:
+    """One record's fault, not fixed by retrying: data exception (22), constraint violation (23)."""
+    from consumer.retry import sqlstate_of
+
+    code = sqlstate_of(exc)
+    return code is not None and code[:2] in {"22", "23"}
+
+
+def _short(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return f"{type(exc).__name__}: {text}"[:300]
+
+
+class Replayer:
+    """Fetches [start, stop) of every partition in `ranges` and applies it; never touches offsets."""
+
+    def __init__(
+        self,
+        *,
+        consumer: Any,
+        producer: Any | None,
+        engine: Any | None,
+        registry: Mapping[str, Any],
+        ranges: Mapping[Any, Range],
+        dlq_suffix: str,
+        batch_max_records: int,
+        backoff: Any,
+        stop: asyncio.Event,
+        dry_run: bool = False,
+        dlq: bool = False,
+        on_progress: Callable[[str, int], None] | None = None,
+    ) -> None:
+        self._consumer = consumer
+        self._producer = producer
+        self._engine = engine
+        self._registry = registry
+        self._ranges = dict(ranges)
+        self._dlq_suffix = dlq_suffix
+        self._batch_max_records = batch_max_records
+        self._backoff = backoff
+        self._stop = stop
+        self._dry_run = dry_run
+        self._dlq = dlq
+        self._on_progress = on_progress
+        self._positions = {tp: r.start for tp, r in self._ranges.items()}
+        self.stats = ReplayStats()
+
+    def done_per_topic(self) -> dict[str, int]:
+        done: Counter = Counter()
+        for tp, r in self._ranges.items():
+            done[tp.topic] += min(self._positions[tp], r.stop) - r.start
+        return dict(done)
+
+    async def run(self) -> None:
+        active = {tp for tp, r in self._ranges.items() if r.size > 0}
+        if not active:
+            return
+        self._consumer.assign(sorted(active))
+        for tp in sorted(active):
+            self._consumer.seek(tp, self._ranges[tp].start)
+        while active and not self._stop.is_set():
+            fetched = await self._consumer.getmany(timeout_ms=POLL_TIMEOUT_MS, max_records=self._batch_max_records)
+            records = {}
+            for tp, recs in fetched.items():
+                stop = self._ranges[tp].stop if tp in active else -1
+                kept = [r for r in recs if r.offset < stop]
+                if kept:
+                    records[tp] = kept
+            if records:
+                await self._process(records)
+            for tp in sorted(active):
+                position = await self._consumer.position(tp)
+                self._positions[tp] = position
+                if position >= self._ranges[tp].stop:
+                    active.discard(tp)
+                    self._consumer.pause(tp)
+            if self._on_progress is not None:
+                for topic, done in self.done_per_topic().items():
+                    self._on_progress(topic, done)
+
+    async def _process(self, records: Mapping[Any, list]) -> None:
+        from consumer.batch import build_batch
+        from consumer.retry import is_transient_db_error, is_transient_kafka_error
+
+        batch = build_batch(records)
+        rejected: list = []
+        counts: Counter = Counter()
+        if not self._dry_run:
+            if batch.poison and self._dlq:
+                await self._retrying("dead-letter", lambda: self._dead_letter(batch.poison), is_transient_kafka_error)
+            if batch.events:
+                transient = (lambda e: is_transient_db_error(e) or is_transient_kafka_error(e)) if self._dlq else is_transient_db_error
+                counts, rejected = await self._retrying("apply", lambda: self._apply(batch), transient)
+        s = self.stats
+        s.batches += 1
+        s.records += batch.size
+        s.events += len(batch.events)
+        s.applied += counts["applied"]
+        s.stale += counts["stale"]
+        s.malformed += len(batch.poison) + len(rejected)
+        if self._dlq:
+            s.dead_lettered += len(batch.poison) + len(rejected)
+        s.tombstones += sum(batch.tombstones.values())
+        for tp, recs in records.items():
+            s.per_topic[tp.topic] += len(recs)
+        if not self._dlq:
+            for item in [*batch.poison, *rejected]:
+                r = item.record
+                log.warning(
+                    "malformed record skipped (not dead-lettered; --dlq would)" if not self._dry_run else "malformed record",
+                    topic=r.topic,
+                    partition=r.partition,
+                    offset=r.offset,
+                    error_type=item.poison.error_type,
+                    error=item.poison.message[:200],
+                )
+
+    async def _apply(self, batch: Any) -> tuple[Counter, list]:
+        from sqlalchemy.exc import DBAPIError
+
+        from consumer.retry import is_transient_db_error
+        from handlers.apply import apply_events
+
+        try:
+            async with self._engine.begin() as conn:
+                return await apply_events(conn, self._registry, batch.events), []
+        except DBAPIError as exc:
+            if is_transient_db_error(exc) or not _is_data_error(exc):
+                raise
+            log.warning("a record failed in the database; isolating it", error=_short(exc))
+        return await self._apply_isolating(batch)
+
+    async def _apply_isolating(self, batch: Any) -> tuple[Counter, list]:
+        """As `run` does: each event in its own savepoint; the rejected ones are dead-lettered
+        (with --dlq, acked before the commit) or counted as malformed."""
+        from sqlalchemy.exc import DBAPIError
+
+        from consumer.batch import PoisonRecord
+        from consumer.retry import is_transient_db_error
+        from handlers.decode import Poison
+
+        counts: Counter = Counter()
+        rejected: list = []
+        async with self._engine.begin() as conn:
+            for event, record in zip(batch.events, batch.event_records):
+                aggregate = self._registry[event.event_type]
+                try:
+                    async with conn.begin_nested():
+                        result = await aggregate.apply(conn, [event])
+                except DBAPIError as exc:
+                    if is_transient_db_error(exc) or not _is_data_error(exc):
+                        raise
+                    message = f"{type(exc.orig).__name__ if exc.orig else type(exc).__name__}: {_short(exc)}"
+                    rejected.append(PoisonRecord(record, Poison("database_error", message[:1000])))
+                    continue
+                counts["applied"] += result.applied
+                counts["stale"] += result.stale
+            if rejected and self._dlq:
+                await self._dead_letter(rejected)
+        return counts, rejected
+
+    async def _dead_letter(self, items: list) -> None:
+        """Exactly as the loop: original key, value and headers plus the x-* headers; every ack awaited."""
+        from consumer.batch import dead_letter_headers
+
+        futures = []
+        for item in items:
+            r = item.record
+            futures.append(
+                await self._producer.send(r.topic + self._dlq_suffix, value=r.value, key=r.key, headers=dead_letter_headers(item))
+            )
+            log.warning(
+                "record dead-lettered",
+                topic=r.topic,
+                partition=r.partition,
+                offset=r.offset,
+                error_type=item.poison.error_type,
+                error=item.poison.message[:200],
+            )
+        await asyncio.gather(*futures)
+
+    async def _retrying(self, what: str, operation: Callable[[], Awaitable[T]], is_transient: Callable[[BaseException], bool]) -> T:
+        attempt = 0
+        while True:
+            try:
+                return await operation()
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                attempt += 1
+                if what == "apply":
+                    self.stats.db_retries += 1
+                if self._stop.is_set():
+                    raise Interrupted(f"stopped while retrying {what}") from exc
+                delay = self._backoff.delay(attempt)
+                log.warning(f"{what} failed; retrying", attempt=attempt, delay_s=round(delay, 2), error=_short(exc))
+                try:
+                    await asyncio.wait_for(self._stop.wait(), timeout=delay)
+                except asyncio.TimeoutError:
+                    pass
+
+
+async def _partitions(consumer: Any, topics: list[str], wanted: list[int] | None) -> list[Any]:
+    from aiokafka import TopicPartition
+
+    existing = await consumer.topics()  # a metadata request for all topics: never auto-creates one
+    missing = [t for t in topics if t not in existing]
+    if missing:
+        raise ReplayArgumentError(f"no such topic: {', '.join(missing)}")
+    tps = []
+    for topic in topics:
+        parts = consumer.partitions_for_topic(topic)
+        for _ in range(METADATA_ATTEMPTS):
+            if parts:
+                break
+            # No public call refreshes the consumer's own metadata; with no topics tracked yet this
+            # fetches all of them (again without creating any).
+            await consumer._client.force_metadata_update()  # noqa: SLF001
+            parts = consumer.partitions_for_topic(topic)
+            if not parts:
+                await asyncio.sleep(0.1)
+        if not parts:
+            raise ReplayArgumentError(f"topic {topic} has no partition metadata")
+        chosen = sorted(parts) if wanted is None else wanted
+        absent = [p for p in chosen if p not in parts]
+        if absent:
+            raise ReplayArgumentError(f"topic {topic} has partitions {sorted(parts)}, not {absent}")
+        tps.extend(TopicPartition(topic, p) for p in chosen)
+    return tps
+
+
+async def _offsets_at(consumer: Any, tps: list[Any], at: datetime) -> dict[Any, int | None]:
+    ms = max(0, int(at.timestamp() * 1000))
+    found = await consumer.offsets_for_times({tp: ms for tp in tps})
+    return {tp: (found[tp].offset if found.get(tp) is not None else None) for tp in tps}
+
+
+async def replay(settings: Any, args: argparse.Namespace) -> int:
+    from aiokafka.errors import KafkaConnectionError
+
+    from consumer.app import StartupError, _check_schema
+    from consumer.kafka_clients import KafkaAuthError, build_plain_consumer, build_producer, probe
+    from consumer.progress import make_progress, route_logs_through_current_stderr
+    from consumer.retry import Backoff
+    from database.engine import make_engine
+    from handlers.registry import build_registry
+
+    route_logs_through_current_stderr()
+    registry = build_registry()
+    backoff = Backoff(settings.retry_initial_s, settings.retry_max_s)
+    stop = asyncio.Event()
+    received: list[int] = []
+
+    def on_signal(signum: int) -> None:
+        if not received:
+            log.info("signal received; stopping after the current batch", signal=signal.Signals(signum).name)
+        received.append(signum)
+        stop.set()
+
+    aio = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        aio.add_signal_handler(sig, on_signal, sig)
+
+    mode = "dry-run" if args.dry_run else "apply"
+    engine = None if args.dry_run else make_engine(settings.database_url.get_secret_value(), pool_size=2, max_overflow=0)
+    consumer = build_plain_consumer(settings)
+    producer = build_producer(settings) if args.dlq else None
+    started: list = []
+    try:
+        if engine is not None:
+            await _check_schema(engine, backoff, stop)
+        try:
+            await probe(settings)  # tells a refused login from an unreachable broker
+            for client in (consumer, producer):
+                if client is not None:
+                    await client.start()
+                    started.append(client)
+        except (KafkaAuthError, KafkaConnectionError) as exc:
+            raise StartupError(f"cannot use Kafka at {settings.kafka_bootstrap_servers}: {exc}") from None
+
+        try:
+            tps = await _partitions(consumer, args.topics, args.partitions)
+        except ReplayArgumentError as exc:
+            print(f"event-consumer replay: {exc}", file=sys.stderr)
+            return EXIT_BAD_ARGS
+        beginning = await consumer.beginning_offsets(tps)
+        end = await consumer.end_offsets(tps)
+        since = await _offsets_at(consumer, tps, args.since) if args.since is not None else None
+        until = await _offsets_at(consumer, tps, args.until) if args.until is not None else None
+        ranges = plan_ranges(tps, beginning, end, from_offset=args.from_offset, since=since, until=until)
+        totals: Counter = Counter()
+        for tp, r in ranges.items():
+            totals[tp.topic] += r.size
+        planned = sum(totals.values())
+        log.info(
+            "replay starting",
+            mode=mode,
+            dlq=args.dlq,
+            topics=args.topics,
+            records=planned,
+            ranges={f"{tp.topic}-{tp.partition}": [r.start, r.stop] for tp, r in sorted(ranges.items())},
+        )
+
+        progress = make_progress({t: totals[t] for t in args.topics}, interval_s=args.progress_interval)
+        replayer = Replayer(
+            consumer=consumer,
+            producer=producer,
+            engine=engine,
+            registry=registry,
+            ranges=ranges,
+            dlq_suffix=settings.kafka_dlq_suffix,
+            batch_max_records=settings.batch_max_records,
+            backoff=backoff,
+            stop=stop,
+            dry_run=args.dry_run,
+            dlq=args.dlq,
+            on_progress=progress.update,
+        )
+        t0 = time.monotonic()
+        async with progress:
+            try:
+                await replayer.run()
+            except Interrupted as exc:
+                log.warning("batch given up uncommitted", reason=str(exc))
+        interrupted = bool(received)
+        fields = replayer.stats.summary(mode=mode, elapsed=time.monotonic() - t0, planned=planned, interrupted=interrupted)
+        progress.finish(fields, message="replay interrupted" if interrupted else "replay finished")
+        return 128 + received[0] if received else 0
+    finally:
+        for client in reversed(started):
+            try:
+                await asyncio.wait_for(client.stop(), timeout=settings.shutdown_timeout_s)
+            except Exception as exc:  # noqa: BLE001 - shutdown must go on (aiokafka #773)
+                log.warning("kafka client did not stop cleanly", error=type(exc).__name__)
+        if engine is not None:
+            await engine.dispose()
+
+
+def command(args: argparse.Namespace, settings: Any) -> int:
+    """Entry point from the CLI dispatch."""
+    return asyncio.run(replay(settings, args))

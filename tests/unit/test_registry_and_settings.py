@@ -1,0 +1,416 @@
+"""handlers.registry, consumer.settings and consumer.retry."""
+
+import os
+import random
+from datetime import datetime, timezone
+from uuid import UUID
+
+import asyncpg
+import pytest
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaConnectionError, KafkaTimeoutError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError, ProgrammingError
+
+from consumer.retry import Backoff, is_transient_db_error, is_transient_kafka_error, sqlstate_of
+from consumer.settings import Settings, SettingsError, load_settings
+from handlers.events import EVENT_TYPE_NAMES, OrderCancelled, UserCreated, UserDeleted
+from handlers.orders import orders
+from handlers.registry import RegistryError, build_registry, route
+from handlers.users import users
+
+# -- registry ----------------------------------------------------------------------------------
+
+
+class FakeAggregate:
+    """What build_registry and route need of an Aggregate: a name and its event types (hashable)."""
+
+    def __init__(self, name: str, *event_types: str) -> None:
+        self.name = name
+        self.event_types = frozenset(event_types)
+
+    def __repr__(self) -> str:
+        return f"FakeAggregate({self.name})"
+
+
+FAKE_USERS = FakeAggregate("fake-users", "user.created", "user.updated", "user.deleted")
+FAKE_ORDERS = FakeAggregate("fake-orders", "order.created", "order.updated", "order.cancelled")
+
+
+def test_default_registry_covers_all_six_event_types():
+    registry = build_registry()
+    assert set(registry) == EVENT_TYPE_NAMES
+    assert len(registry) == 6
+    assert {t for t, a in registry.items() if a is users} == {"user.created", "user.updated", "user.deleted"}
+    assert {t for t, a in registry.items() if a is orders} == {"order.created", "order.updated", "order.cancelled"}
+
+
+def test_registry_of_fakes():
+    registry = build_registry([FAKE_USERS, FAKE_ORDERS])
+    assert set(registry) == EVENT_TYPE_NAMES
+    assert registry["user.deleted"] is FAKE_USERS
+    assert registry["order.cancelled"] is FAKE_ORDERS
+
+
+def test_duplicate_handler_is_rejected():
+    thief = FakeAggregate("thief", "user.deleted")
+    with pytest.raises(RegistryError, match=r"user\.deleted is handled by both fake-users and thief"):
+        build_registry([FAKE_USERS, FAKE_ORDERS, thief])
+
+
+def test_same_aggregate_twice_is_rejected():
+    with pytest.raises(RegistryError, match="handled by both"):
+        build_registry([FAKE_USERS, FAKE_USERS, FAKE_ORDERS])
+
+
+def test_missing_handler_is_rejected():
+    partial_orders = FakeAggregate("orders", "order.created", "order.updated")
+    with pytest.raises(RegistryError, match=r"missing \['order\.cancelled'\]"):
+        build_registry([FAKE_USERS, partial_orders])
+
+
+def test_no_aggregates_is_rejected():
+    with pytest.raises(RegistryError, match="missing"):
+        build_registry([])
+
+
+def test_unknown_event_type_is_rejected():
+    extra = FakeAggregate("payments", "payment.created")
+    with pytest.raises(RegistryError, match=r"unknown \['payment\.created'\]"):
+        build_registry([FAKE_USERS, FAKE_ORDERS, extra])
+
+
+def _event(cls, event_type: str, entity_id: int, version: int):
+    data = {"id": entity_id}
+    if cls is UserCreated:
+        data.update(email="a@example.com", name="A")
+    return cls(
+        event_id=UUID(int=version),
+        event_type=event_type,
+        occurred_at=datetime(2026, 1, 1, tzinfo=timezone.utc),
+        version=version,
+        data=data,
+    )
+
+
+def test_route_groups_by_aggregate_and_keeps_order():
+    registry = build_registry([FAKE_USERS, FAKE_ORDERS])
+    events = [
+        _event(UserCreated, "user.created", 1, 1),
+        _event(OrderCancelled, "order.cancelled", 5, 2),
+        _event(UserDeleted, "user.deleted", 1, 3),
+        _event(OrderCancelled, "order.cancelled", 4, 4),
+        _event(UserCreated, "user.created", 2, 5),
+    ]
+    groups = route(registry, events)
+    assert list(groups) == [FAKE_USERS, FAKE_ORDERS]  # first appearance
+    assert groups[FAKE_USERS] == [events[0], events[2], events[4]]
+    assert groups[FAKE_ORDERS] == [events[1], events[3]]
+    assert route(registry, []) == {}
+
+
+def test_route_with_real_registry():
+    registry = build_registry()
+    events = [_event(OrderCancelled, "order.cancelled", 5, 1), _event(UserDeleted, "user.deleted", 1, 2)]
+    groups = route(registry, events)
+    assert groups == {orders: [events[0]], users: [events[1]]}
+
+
+# -- settings ----------------------------------------------------------------------------------
+
+VALID_URL = "postgresql+asyncpg://app:s3cr3t-pw@db.internal:5432/events"
+
+
+@pytest.fixture
+def env(monkeypatch, tmp_path):
+    """A clean environment: no setting variable from outside, no .env file."""
+    monkeypatch.chdir(tmp_path)
+    fields = set(Settings.model_fields)
+    for key in list(os.environ):
+        if key.lower() in fields:
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("DATABASE_URL", VALID_URL)
+    return monkeypatch
+
+
+def load_error(**overrides) -> str:
+    with pytest.raises(SettingsError) as info:
+        load_settings(**overrides)
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+    return str(info.value)
+
+
+def test_defaults(env):
+    s = load_settings()
+    assert s.kafka_bootstrap_servers == "localhost:9092"
+    assert s.kafka_group_id == "event-consumer"
+    assert s.kafka_topics == ["users", "orders"]
+    assert s.kafka_dlq_suffix == ".dlq"
+    assert s.kafka_client_id == "event-consumer"
+    assert s.database_url.get_secret_value() == VALID_URL
+    assert s.batch_max_records == 2000
+    assert s.fetch_max_bytes == 16 * 1024 * 1024
+    assert s.max_partition_fetch_bytes == 2 * 1024 * 1024
+    assert s.max_poll_interval_ms == 300_000
+    assert s.session_timeout_ms == 30_000
+    assert (s.db_pool_size, s.db_max_overflow) == (5, 5)
+    assert (s.retry_initial_s, s.retry_max_s, s.shutdown_timeout_s) == (0.2, 10.0, 30.0)
+    assert (s.log_level, s.log_format) == ("INFO", "json")
+    assert s.dlq_topic("users") == "users.dlq"
+
+
+def test_environment_overrides(env):
+    env.setenv("KAFKA_BOOTSTRAP_SERVERS", "k1:9092,k2:9092")
+    env.setenv("KAFKA_GROUP_ID", "g")
+    env.setenv("KAFKA_DLQ_SUFFIX", "-dead")
+    env.setenv("BATCH_MAX_RECORDS", "17")
+    env.setenv("RETRY_INITIAL_S", "0.5")
+    env.setenv("LOG_LEVEL", "debug")
+    env.setenv("LOG_FORMAT", "CONSOLE")
+    s = load_settings()
+    assert s.kafka_bootstrap_servers == "k1:9092,k2:9092"
+    assert s.kafka_group_id == "g"
+    assert s.batch_max_records == 17
+    assert s.retry_initial_s == 0.5
+    assert (s.log_level, s.log_format) == ("DEBUG", "console")
+    assert s.dlq_topic("orders") == "orders-dead"
+
+
+def test_env_file_is_read_from_the_working_directory(env, tmp_path):
+    env.delenv("DATABASE_URL")
+    (tmp_path / ".env").write_text(f"DATABASE_URL={VALID_URL}\nKAFKA_TOPICS=a,b\n", encoding="utf-8")
+    s = load_settings()
+    assert s.kafka_topics == ["a", "b"]
+    assert s.database_url.get_secret_value() == VALID_URL
+
+
+@pytest.mark.parametrize(
+    ("raw", "topics"),
+    [("users,orders", ["users", "orders"]), (" users , orders ,, ", ["users", "orders"]), ("one", ["one"]),
+     ("a,b,c", ["a", "b", "c"])],
+)
+def test_kafka_topics_comma_parsing(env, raw, topics):
+    env.setenv("KAFKA_TOPICS", raw)
+    assert load_settings().kafka_topics == topics
+
+
+@pytest.mark.parametrize("raw", ["", ",", " , ,"])
+def test_kafka_topics_must_not_be_empty(env, raw):
+    env.setenv("KAFKA_TOPICS", raw)
+    message = load_error()
+    assert "KAFKA_TOPICS" in message
+    assert "at least one topic" in message
+
+
+def test_missing_database_url(env):
+    env.delenv("DATABASE_URL")
+    message = load_error()
+    assert "DATABASE_URL" in message
+    assert "required" in message
+
+
+def test_nonsense_database_url(env):
+    env.setenv("DATABASE_URL", "nonsense")
+    message = load_error()
+    assert "DATABASE_URL" in message
+    assert "nonsense" not in message
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["postgresql://app:pw@db/events", "postgresql+psycopg://app:pw@db/events", "mysql://app:pw@db/events",
+     "sqlite+aiosqlite:///events.db"],
+)
+def test_non_asyncpg_url_is_rejected(env, url):
+    env.setenv("DATABASE_URL", url)
+    message = load_error()
+    assert "DATABASE_URL" in message
+    assert "postgresql+asyncpg" in message
+
+
+@pytest.mark.parametrize("url", ["postgresql+asyncpg://app:pw@/events", "postgresql+asyncpg://app:pw@db/"])
+def test_url_needs_host_and_database(env, url):
+    env.setenv("DATABASE_URL", url)
+    assert "DATABASE_URL needs a host and a database name" in load_error()
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "100001", "1.5", ""])
+def test_bad_batch_max_records(env, value):
+    env.setenv("BATCH_MAX_RECORDS", value)
+    message = load_error()
+    assert "BATCH_MAX_RECORDS" in message
+
+
+def test_every_problem_is_named(env):
+    env.delenv("DATABASE_URL")
+    env.setenv("BATCH_MAX_RECORDS", "abc")
+    env.setenv("LOG_FORMAT", "xml")
+    message = load_error()
+    for name in ("DATABASE_URL", "BATCH_MAX_RECORDS", "LOG_FORMAT"):
+        assert name in message
+
+
+def test_overrides_are_validated_too(env):
+    assert load_settings(batch_max_records=3).batch_max_records == 3
+    assert "DB_POOL_SIZE" in load_error(db_pool_size=0)
+
+
+SECRET = "hunter2-secret"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"mysql://u:{SECRET}@h/db",
+        f"postgresql://u:{SECRET}@h/db",
+        f"postgresql+asyncpg://u:{SECRET}@/db",
+        f"postgresql+asyncpg://u:{SECRET}@h/",
+        f"postgresql+asyncpg://u:{SECRET}@h:notaport/db",
+        f"not a url {SECRET}",
+        f"://u:{SECRET}@h/db",
+    ],
+)
+def test_password_of_an_invalid_url_never_appears_in_the_error(env, url):
+    env.setenv("DATABASE_URL", url)
+    message = load_error()
+    assert "DATABASE_URL" in message
+    assert SECRET not in message
+    assert "hunter2" not in message
+
+
+def test_password_with_at_and_colon_never_appears_in_the_error(env):
+    env.setenv("DATABASE_URL", "postgresql+asyncpg://app:p@ss:hunter2-secret@db.internal:5432/events")
+    message = load_error()
+    assert "hunter2" not in message
+
+
+def test_password_of_a_valid_url_never_appears_in_repr_or_str(env):
+    env.setenv("DATABASE_URL", f"postgresql+asyncpg://u:{SECRET}@h:5432/db")
+    s = load_settings()
+    for text in (repr(s), str(s), repr(s.database_url), str(s.database_url), repr(s.model_dump())):
+        assert SECRET not in text
+    assert s.database_url.get_secret_value().endswith(f"{SECRET}@h:5432/db")
+
+
+# -- backoff -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backoff", [Backoff(), Backoff(0.001, 0.002), Backoff(1.0, 3.0), Backoff(0.1, 100.0)])
+def test_backoff_delay_is_within_bounds(backoff):
+    rng_state = random.getstate()
+    try:
+        random.seed(1234)
+        for attempt in range(0, 40):
+            for _ in range(20):
+                delay = backoff.delay(attempt)
+                cap = min(backoff.max_s, backoff.initial_s * 2 ** max(attempt - 1, 0))
+                assert backoff.initial_s / 2 <= delay <= backoff.max_s
+                assert delay <= max(cap, backoff.initial_s / 2)
+    finally:
+        random.setstate(rng_state)
+
+
+def test_backoff_cap_grows_exponentially_up_to_max(monkeypatch):
+    monkeypatch.setattr(random, "uniform", lambda low, high: high)  # always the cap
+    b = Backoff(initial_s=0.2, max_s=10.0)
+    caps = [b.delay(attempt) for attempt in range(1, 10)]
+    assert caps == pytest.approx([0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 10.0, 10.0, 10.0])
+    assert all(x <= y for x, y in zip(caps, caps[1:]))
+    assert b.delay(0) == pytest.approx(0.2)
+
+
+def test_backoff_floor_is_half_the_initial_delay(monkeypatch):
+    monkeypatch.setattr(random, "uniform", lambda low, high: low)  # always 0
+    b = Backoff(initial_s=0.2, max_s=10.0)
+    assert [b.delay(a) for a in (1, 5, 50)] == [0.1, 0.1, 0.1]
+
+
+# -- transient errors --------------------------------------------------------------------------
+
+E = asyncpg.exceptions
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        E.DeadlockDetectedError("x"),
+        E.SerializationError("x"),
+        E.TooManyConnectionsError("x"),
+        E.AdminShutdownError("x"),
+        E.CannotConnectNowError("x"),
+        E.ConnectionDoesNotExistError("x"),
+        E.ConnectionFailureError("x"),
+        ConnectionRefusedError(),
+        ConnectionResetError(),
+        TimeoutError(),
+        OSError("network is unreachable"),
+    ],
+)
+def test_transient_errors(exc):
+    assert is_transient_db_error(exc)
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        E.CheckViolationError("x"),
+        E.UniqueViolationError("x"),
+        E.NotNullViolationError("x"),
+        E.InvalidTextRepresentationError("x"),
+        E.NumericValueOutOfRangeError("x"),
+        E.UndefinedTableError("x"),
+        E.SyntaxOrAccessError("x"),
+        ValueError("x"),
+        KeyError("x"),
+    ],
+)
+def test_permanent_errors(exc):
+    assert not is_transient_db_error(exc)
+
+
+def test_sqlstate_of_reads_the_asyncpg_error():
+    assert sqlstate_of(E.DeadlockDetectedError("x")) == "40P01"
+    assert sqlstate_of(ValueError()) is None
+
+
+def _wrapped(cls, orig: BaseException) -> DBAPIError:
+    return cls("INSERT ...", {}, orig)
+
+
+def test_sqlalchemy_wrapped_errors_are_classified_by_the_original():
+    assert is_transient_db_error(_wrapped(OperationalError, ConnectionRefusedError()))
+    assert is_transient_db_error(_wrapped(DBAPIError, E.DeadlockDetectedError("x")))
+    assert is_transient_db_error(_wrapped(InterfaceError, Exception("connection is closed")))
+    assert sqlstate_of(_wrapped(IntegrityError, E.CheckViolationError("x"))) == "23514"
+    assert not is_transient_db_error(_wrapped(IntegrityError, E.CheckViolationError("x")))
+    assert not is_transient_db_error(_wrapped(ProgrammingError, E.UndefinedTableError("x")))
+    assert not is_transient_db_error(_wrapped(OperationalError, E.CheckViolationError("x")))
+
+
+def test_invalidated_connection_is_transient():
+    exc = DBAPIError("SELECT 1", {}, Exception("gone"), connection_invalidated=True)
+    assert is_transient_db_error(exc)
+
+
+def test_transient_cause_makes_an_error_transient():
+    try:
+        try:
+            raise ConnectionRefusedError()
+        except ConnectionRefusedError as inner:
+            raise RuntimeError("wrapped") from inner
+    except RuntimeError as outer:
+        assert is_transient_db_error(outer)
+    assert not is_transient_db_error(RuntimeError("no cause"))
+
+
+@pytest.mark.parametrize(
+    ("exc", "transient"),
+    [
+        (KafkaConnectionError(), True),
+        (KafkaTimeoutError(), True),
+        (ConnectionResetError(), True),
+        (CommitFailedError(), False),
+        (IllegalStateError(), False),
+        (ValueError(), False),
+    ],
+)
+def test_kafka_error_classification(exc, transient):
+    assert is_transient_kafka_error(exc) is transient
