@@ -20,5 +20,10 @@ USER app
 # An empty working directory: no .env is picked up inside the container; configure it with environment variables.
 WORKDIR /home/app
 
+# `run` serves /healthz, /readyz and /metrics on HTTP_PORT (default 8000).
+EXPOSE 8000
+HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
+  CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('HTTP_PORT', '8000'), timeout=4)"]
+
 ENTRYPOINT ["event-consumer"]
 CMD ["run"]
