@@ -71,16 +71,17 @@ async def _assert_dlq(kafka, topics, poison: list[bytes]) -> None:
     assert sorted(by_origin.values()) == sorted(poison)
 
 
-async def test_sigkill_three_times_mid_stream(kafka, topics, consumers, engine, clean_db):
-    rng = random.Random(5)
-    events = Generator(seed=23).stream(12_000, duplicates=0.05, older=0.05)
+@pytest.mark.parametrize(("kills", "n_events"), [(3, 12_000), (5, 20_000)], ids=["3-kills", "5-kills-20k"])
+async def test_sigkill_at_random_moments_mid_stream(kafka, topics, consumers, engine, clean_db, kills, n_events):
+    rng = random.Random(5 + kills)
+    events = Generator(seed=23 + kills).stream(n_events, duplicates=0.05, older=0.05)
     chunks, poison = _chunks(events, topics, n_chunks=6, poison_per_chunk=2, rng=rng)
     publisher = _publish_chunks(kafka.bootstrap, chunks, pause_s=1.0)
     env = {"BATCH_MAX_RECORDS": "150"}
     proc = consumers.start(**env)
     kills_mid_stream = 0
-    for _ in range(3):
-        await asyncio.sleep(rng.uniform(1.0, 2.5))
+    for _ in range(kills):
+        await asyncio.sleep(rng.uniform(0.5, 2.0))
         ends = await kafka.end_offsets(topics.all)
         positions = await db_positions(engine, topics.group)
         if sum(positions.values()) < sum(ends.values()):
@@ -101,7 +102,8 @@ async def test_sigkill_three_times_mid_stream(kafka, topics, consumers, engine, 
     assert {tp: positions.get(tp) for tp in ends if ends[tp]} == {tp: e for tp, e in ends.items() if e}
 
 
-async def test_postgres_stopped_for_20_seconds_mid_stream(kafka, topics, consumers, engine, clean_db, control):
+@pytest.mark.parametrize("outage_s", [20, 30])
+async def test_postgres_stopped_mid_stream(kafka, topics, consumers, engine, clean_db, control, outage_s):
     rng = random.Random(9)
     events = Generator(seed=31).stream(6_000, duplicates=0.05, older=0.05)
     chunks, poison = _chunks(events, topics, n_chunks=2, poison_per_chunk=3, rng=rng)
@@ -113,7 +115,7 @@ async def test_postgres_stopped_for_20_seconds_mid_stream(kafka, topics, consume
     try:
         for topic, messages in chunks[1]:
             kcat_publish(kafka.bootstrap, topic, messages)
-        await asyncio.sleep(20)
+        await asyncio.sleep(outage_s)
         assert alive(proc), "consumer exited while PostgreSQL was down:\n" + consumers.log_text()
     finally:
         await asyncio.to_thread(control.pg_start)
@@ -122,6 +124,30 @@ async def test_postgres_stopped_for_20_seconds_mid_stream(kafka, topics, consume
     assert consumers.stop(proc) == 0, consumers.log_text()
     assert "apply failed; retrying" in consumers.log_text() or "dead-letter failed; retrying" in consumers.log_text()
 
+    model = ReadModel()
+    model.apply_bytes([orjson.dumps(e) for e in events])
+    await assert_matches_model(engine, model)
+    await _assert_dlq(kafka, topics, poison)
+    assert sum(ends.values()) == len(events) + len(poison)
+
+
+async def test_postgres_restarted_fast_mid_batch(kafka, topics, consumers, engine, clean_db, control):
+    """A fast shutdown terminates the consumer's sessions inside open transactions."""
+    rng = random.Random(11)
+    events = Generator(seed=29).stream(20_000, duplicates=0.05, older=0.05)
+    chunks, poison = _chunks(events, topics, n_chunks=1, poison_per_chunk=3, rng=rng)
+    for topic, messages in chunks[0]:
+        kcat_publish(kafka.bootstrap, topic, messages)
+    proc = consumers.start(BATCH_MAX_RECORDS="500")
+    for _ in range(400):  # restart once the stream is flowing
+        if sum((await db_positions(engine, topics.group)).values()) > 0:
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.to_thread(control.pg_stop, "fast")
+    await asyncio.to_thread(control.pg_start)
+    ends = await kafka.wait_committed(topics.group, topics.all, timeout=180)
+    assert alive(proc)
+    assert consumers.stop(proc) == 0, consumers.log_text()
     model = ReadModel()
     model.apply_bytes([orjson.dumps(e) for e in events])
     await assert_matches_model(engine, model)

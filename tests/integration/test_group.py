@@ -24,7 +24,7 @@ def _stopped_stats(log_text: str) -> dict:
     raise AssertionError("no 'stopped' line in:\n" + log_text[-3000:])
 
 
-async def test_three_processes_share_partitions_one_killed_one_added(kafka, topics, consumers, engine, clean_db):
+async def test_three_processes_share_partitions_while_members_die_join_and_leave(kafka, topics, consumers, engine, clean_db):
     rng = random.Random(17)
     events = Generator(seed=41).stream(15_000, duplicates=0.05, older=0.05)
     chunks, poison = _chunks(events, topics, n_chunks=6, poison_per_chunk=2, rng=rng)
@@ -37,9 +37,13 @@ async def test_three_processes_share_partitions_one_killed_one_added(kafka, topi
     procs[0].wait(timeout=30)
     await asyncio.sleep(1.5)
     procs.append(consumers.start(**env))
+    await asyncio.sleep(2.5)
+    procs.append(consumers.start(**env))  # a second one joins...
+    await asyncio.sleep(2.0)
+    assert consumers.stop(procs[2]) == 0  # ...and another leaves gracefully, mid-stream
     await asyncio.to_thread(publisher.join, 300)
     ends = await kafka.wait_committed(topics.group, topics.all, timeout=240)
-    for p in procs[1:]:
+    for p in (procs[1], procs[3], procs[4]):
         assert alive(p)
         assert consumers.stop(p) == 0
 
@@ -50,9 +54,9 @@ async def test_three_processes_share_partitions_one_killed_one_added(kafka, topi
     positions = await db_positions(engine, topics.group)
     assert {tp: positions.get(tp, 0) for tp in ends} == ends
     # The partitions really were shared: the survivors each consumed part of the stream.
-    consumed = [_stopped_stats(consumers.log_text(i))["consumed"] for i in (1, 2, 3)]
+    consumed = [_stopped_stats(consumers.log_text(i))["consumed"] for i in (1, 2, 3, 4)]
     assert sum(1 for c in consumed if c > 0) >= 2, consumed
-    logs = [consumers.log_text(i) for i in range(4)]
+    logs = [consumers.log_text(i) for i in range(5)]
     assert all("partitions assigned" in text for text in logs)
 
 

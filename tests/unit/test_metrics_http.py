@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaConnectionError
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Counter as PromCounter
 from prometheus_client.parser import text_string_to_metric_families
@@ -339,6 +339,7 @@ def ev(entity_id: int, version: int, event_type: str = "user.updated"):
     )
 
 
+@settings(max_examples=500)
 @given(
     st.lists(st.tuples(st.integers(1, 4), st.integers(1, 6)), max_size=30),
     st.dictionaries(st.integers(1, 4), st.integers(1, 6)),
