@@ -82,6 +82,8 @@ class KafkaHelper:
         self.admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
 
     async def start(self) -> None:
+        """Starts a fresh admin client (an aiokafka client is not restartable after close)."""
+        self.admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
         await self.admin.start()
 
     async def close(self) -> None:
