@@ -2,6 +2,7 @@
 holds every poison record (at-least-once: duplicates by original offset are allowed)."""
 
 import asyncio
+import json
 import random
 import signal
 import threading
@@ -290,3 +291,74 @@ async def test_dlq_write_failing_holds_the_source_offset_until_it_succeeds(kafka
     model = ReadModel()
     model.apply_bytes([orjson.dumps(e) for e in before + after])
     await assert_matches_model(engine, model)
+
+
+def _last_assignment(log_text: str) -> list[str]:
+    for line in reversed(log_text.splitlines()):
+        if '"partitions assigned"' in line:
+            return json.loads(line)["partitions"]
+    return []
+
+
+async def test_member_stalled_past_max_poll_interval_comes_back(kafka, topics, consumers, engine, clean_db):
+    """One member's batch waits on a database lock (the event loop and heartbeats keep running)
+    for longer than max.poll.interval.ms: aiokafka makes it leave the group and the other member
+    takes its partitions (and waits on the same lock). When the lock goes, the stalled member's
+    late batch meets the position fence; nothing moves backwards, nothing is lost."""
+    from sqlalchemy import text
+
+    gen = Generator(seed=83)
+    first = gen.stream(3_000)
+    more = Generator(seed=89, user_id_base=100_000, order_id_base=100_000).stream(6_000)
+    chunks1, _ = _chunks(first, topics, n_chunks=1, poison_per_chunk=0, rng=random.Random(1))
+    chunks2, poison = _chunks(more, topics, n_chunks=3, poison_per_chunk=1, rng=random.Random(2))
+    env = {"BATCH_MAX_RECORDS": "200", "MAX_POLL_INTERVAL_MS": "5000", "SHUTDOWN_TIMEOUT_S": "5", "RETRY_MAX_S": "1"}
+    a = consumers.start(**env)
+    b = consumers.start(**env)
+    for topic, messages in chunks1[0]:
+        kcat_publish(kafka.bootstrap, topic, messages)
+    await kafka.wait_committed(topics.group, topics.all, timeout=120)
+    for _ in range(300):  # both members hold partitions before the stall begins
+        if all(_last_assignment(consumers.log_text(i)) for i in (0, 1)):
+            break
+        await asyncio.sleep(0.1)
+    assert all(_last_assignment(consumers.log_text(i)) for i in (0, 1)), consumers.all_logs()
+    revocations_before = consumers.all_logs().count('"partitions revoked"')
+
+    seen: dict = {}
+    backwards: list = []
+
+    async def watch_positions():
+        while True:
+            for tp, pos in (await db_positions(engine, topics.group)).items():
+                if pos < seen.get(tp, 0):
+                    backwards.append((tp, seen[tp], pos))
+                seen[tp] = max(seen.get(tp, 0), pos)
+            await asyncio.sleep(0.1)
+
+    watcher = asyncio.create_task(watch_positions())
+    try:
+        async with engine.connect() as locker:
+            # Hold the position row of users partition 0: whoever owns it blocks in its batch.
+            await locker.execute(
+                text("SELECT 1 FROM consumer_offsets WHERE group_id = :g AND topic = :t AND partition = 0 FOR UPDATE"),
+                {"g": topics.group, "t": topics.users},
+            )
+            publisher = _publish_chunks(kafka.bootstrap, chunks2, pause_s=0.5)
+            await asyncio.sleep(12)  # well past max.poll.interval.ms
+            await locker.rollback()
+        await asyncio.to_thread(publisher.join, 300)
+        ends = await kafka.wait_committed(topics.group, topics.all, timeout=240)
+    finally:
+        watcher.cancel()
+    assert not backwards, f"database positions moved backwards: {backwards}"
+    assert alive(a) and alive(b)
+    assert consumers.stop(a) == 0 and consumers.stop(b) == 0
+    # The stall really pushed a member out of the group: the partitions moved while it waited.
+    assert consumers.all_logs().count('"partitions revoked"') > revocations_before, consumers.all_logs()
+    committed = await kafka.committed(topics.group)
+    assert {tp: committed.get(tp, 0) for tp in ends} == ends
+    model = ReadModel()
+    model.apply_bytes([orjson.dumps(e) for e in first + more])
+    await assert_matches_model(engine, model)
+    await _assert_dlq(kafka, topics, poison)

@@ -1,0 +1,580 @@
+"""Benchmark: event-consumer against the textbook loop and against the database and decode limits.
+
+    eval "$(bash scripts/services.sh env)"
+    .venv/bin/python -m bench.run [--events N] [--naive-budget-s S] [--skip-naive] [--profile]
+
+Publishes N records (generated events plus a few malformed ones) to fresh topics, then runs each
+contestant on its own fresh database and (where it reads Kafka) its own fresh consumer group:
+
+  event-consumer   the real `python -m consumer run` process
+  naive            bench/naive.py: getone, one session per message, SELECT + merge, commit, commit
+  database limit   bench/limits.py db: the final rows by COPY + one upsert per table
+  decode limit     bench/limits.py decode: handlers.decode.decode over every record value
+
+checks every finished contestant's tables against tests.model.ReadModel, prints one table and
+writes bench/results/<UTC timestamp>.json. Fresh databases and topics are removed at the end.
+See bench/README.md for how to read the numbers."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import orjson
+
+from bench import workload
+from bench.common import (
+    RESULTS,
+    ROOT,
+    FreshDatabases,
+    Kafka,
+    check_tables,
+    child_env,
+    consumer_env,
+    Interference,
+    git_commit,
+    machine,
+    mib,
+    percentile,
+    publish,
+    reap,
+    say,
+    wait_quiet,
+    services_from_env,
+    stamp,
+    start_child,
+    unique,
+    watch_group,
+)
+from bench.profile import render as render_profile
+from bench.profile import summarize as summarize_profile
+
+PY = sys.executable
+BATCH_EVENT = "batch committed to the database"
+
+
+class Context:
+    def __init__(self, args: argparse.Namespace, services, kafka: Kafka, dbs: FreshDatabases, workdir: Path) -> None:
+        self.args = args
+        self.services = services
+        self.kafka = kafka
+        self.dbs = dbs
+        self.workdir = workdir
+        self.wl: workload.Workload | None = None
+        self.topics: dict[str, str] = {}
+        self.ends: dict = {}
+
+    @property
+    def topic_list(self) -> list[str]:
+        return [self.topics[workload.USERS], self.topics[workload.ORDERS]]
+
+
+def last_json_line(path: Path) -> dict | None:
+    for line in reversed(path.read_text(errors="replace").splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                return orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
+    return None
+
+
+def log_tail(path: Path, lines: int = 15) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def parse_consumer_log(path: Path, wall_start: float) -> dict:
+    """The consumer's JSON log lines: per-batch DEBUG lines give the batch latency (the
+    `seconds` field: dead-letter + database transaction, decode excluded) and, from consecutive
+    timestamps, the whole fetch-decode-apply-commit cycle."""
+    batches = []
+    warnings = errors = 0
+    for line in path.read_text(errors="replace").splitlines():
+        if not line.startswith("{"):
+            if line.startswith(("WARNING", "ERROR")):
+                warnings += 1
+            continue
+        try:
+            rec = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        level = rec.get("level")
+        if rec.get("event") == BATCH_EVENT:
+            ts = datetime.fromisoformat(rec["timestamp"].replace("Z", "+00:00")).timestamp()
+            batches.append((ts, rec["seconds"], rec["records"]))
+        elif level == "warning" and rec.get("event") != "record dead-lettered":
+            warnings += 1
+        elif level in ("error", "critical"):
+            errors += 1
+    out: dict = {"batches": len(batches), "other_warnings": warnings, "errors": errors}
+    if not batches:
+        return out
+    apply_ms = [b[1] * 1000 for b in batches]
+    cycles_ms = [(b[0] - a[0]) * 1000 for a, b in zip(batches, batches[1:])]
+    sizes = [b[2] for b in batches]
+    span = batches[-1][0] - batches[0][0]
+    out.update(
+        records_in_batches=sum(sizes),
+        records_per_batch_mean=round(sum(sizes) / len(sizes), 1),
+        records_per_batch_max=max(sizes),
+        batch_apply_ms_p50=round(percentile(apply_ms, 50), 1),
+        batch_apply_ms_p99=round(percentile(apply_ms, 99), 1),
+        batch_apply_ms_max=round(max(apply_ms), 1),
+        batch_apply_s_total=round(sum(apply_ms) / 1000, 2),
+        batch_cycle_ms_p50=round(percentile(cycles_ms, 50), 1) if cycles_ms else None,
+        batch_cycle_ms_p99=round(percentile(cycles_ms, 99), 1) if cycles_ms else None,
+        first_batch_after_start_s=round(batches[0][0] - wall_start, 2),
+        steady_events_per_s=round((sum(sizes) - sizes[0]) / span, 1) if span > 0 else None,
+    )
+    return out
+
+
+async def dlq_count(ctx: Context) -> int:
+    ends = await ctx.kafka.end_offsets([t + ".dlq" for t in ctx.topic_list])
+    return sum(ends.values())
+
+
+# -- contestants -------------------------------------------------------------------------------
+
+
+async def run_event_consumer(ctx: Context, label: str, *, profile: bool = False) -> dict:
+    args = ctx.args
+    db = await ctx.dbs.create("consumer")
+    group = unique("bench-group")
+    ctx.kafka.groups.append(group)
+    extra = dict(kv.split("=", 1) for kv in args.consumer_env)
+    # LOG_LEVEL=DEBUG: one line per batch, for the batch latencies
+    env = consumer_env(ctx.services.bootstrap, db, ctx.topic_list, group, **{"LOG_LEVEL": "DEBUG", **extra})
+    argv = [PY, "-m", "consumer", "run"]
+    stages_file = ctx.workdir / f"{label}.stages.json"
+    if profile or args.uvloop or args.whatif:
+        argv = [PY, "-m", "bench.instrumented"]
+        if profile:
+            env["EC_BENCH_STAGES"] = str(stages_file)
+        if args.uvloop:
+            env["EC_BENCH_UVLOOP"] = "1"
+        if args.whatif:
+            env["EC_BENCH_WHATIF"] = ",".join(args.whatif)
+    log = ctx.workdir / f"{label}.log"
+    background = await wait_quiet(args.quiet_wait_s)
+    say(f"{label}: starting {' '.join(argv[1:])} (group {group})")
+    meter = Interference()
+    wall0, started = time.time(), time.monotonic()
+    proc = start_child(argv, env, log, cwd=ctx.workdir)
+    spy = None
+    spy_file = ctx.workdir / f"{label}.pyspy.txt"
+    if profile:
+        spy = subprocess.Popen(
+            [str(Path(PY).parent / "py-spy"), "record", "--pid", str(proc.pid), "--rate", str(args.profile_rate),
+             "--idle", "--nonblocking", "--format", "raw", "--output", str(spy_file)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+    watch = await watch_group(ctx.kafka, proc, started, group, ctx.ends, budget_s=args.timeout_s,
+                              on_sample=_progress(label))
+    interference = meter.end(watch.cpu_s)
+    fin = await reap(proc, sig=signal.SIGTERM, timeout_s=120)
+    if spy is not None:
+        try:
+            spy.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            spy.terminate()
+    n = ctx.wl.n
+    result: dict = {
+        "kind": "event-consumer",
+        "argv": argv[1:],
+        "consumer_env": extra,
+        "whatif": args.whatif,
+        "uvloop": args.uvloop,
+        "finished": watch.done,
+        "seconds": round(watch.seconds, 3),
+        "events_per_s": round(n / watch.seconds, 1) if watch.done else None,
+        "peak_rss_bytes": watch.hwm_bytes or None,
+        "cpu_s": round(watch.cpu_s, 2) if watch.cpu_s is not None else round(fin.cpu_s, 2),
+        "cpu_s_incl_shutdown": round(fin.cpu_s, 2),
+        "exit_code": fin.returncode,
+        "background_cores_before": background,
+        **interference,
+        "rss_samples": watch.samples,
+        "log": parse_consumer_log(log, wall0),
+    }
+    if watch.exited_early is not None:
+        result["status"] = "FAILED"
+        result["error"] = f"exited early with {watch.exited_early}: {log_tail(log)}"
+        return result
+    if not watch.done:
+        result["status"] = "FAILED"
+        result["error"] = f"did not catch up in {args.timeout_s} s (committed {watch.committed} of {n})"
+        return result
+    result["check"] = await check_tables(db, ctx.wl.model)
+    result["dead_lettered"] = await dlq_count(ctx) if label == "event-consumer" else None
+    ok = result["check"]["ok"] and fin.returncode == 0
+    if label == "event-consumer" and result["dead_lettered"] != ctx.wl.malformed:
+        ok = False
+        result["check"]["problems"].append(f"DLQ holds {result['dead_lettered']} records, expected {ctx.wl.malformed}")
+    result["status"] = "OK" if ok else "FAILED"
+    if profile:
+        if stages_file.exists():
+            result["stages"] = orjson.loads(stages_file.read_bytes())
+        if spy_file.exists():
+            result["pyspy"] = summarize_profile(spy_file, args.profile_rate)
+            result["pyspy_raw"] = str(spy_file)
+        elif spy is not None:
+            result["pyspy_error"] = spy.stderr.read().decode(errors="replace")[-500:] if spy.stderr else "no output"
+    return result
+
+
+async def run_naive(ctx: Context) -> dict:
+    args = ctx.args
+    db = await ctx.dbs.create("naive")
+    group = unique("bench-naive")
+    ctx.kafka.groups.append(group)
+    argv = [PY, "-m", "bench.naive", "--bootstrap", ctx.services.bootstrap, "--topics", ",".join(ctx.topic_list),
+            "--group", group, "--database-url", db, "--total", str(ctx.wl.n)]
+    log = ctx.workdir / "naive.log"
+    background = await wait_quiet(args.quiet_wait_s)
+    say(f"naive: starting bench.naive (budget {args.naive_budget_s:.0f} s)")
+    meter = Interference()
+    started = time.monotonic()
+    proc = start_child(argv, child_env(), log, cwd=ctx.workdir)
+    watch = await watch_group(ctx.kafka, proc, started, group, ctx.ends, budget_s=args.naive_budget_s,
+                              on_sample=_progress("naive", every=10))
+    interference = meter.end(watch.cpu_s)
+    fin = await reap(proc, sig=signal.SIGTERM, timeout_s=60)
+    own = last_json_line(log) or {}
+    n = ctx.wl.n
+    rate = watch.committed / watch.seconds if watch.seconds > 0 else 0.0
+    result: dict = {
+        "kind": "naive",
+        "finished": watch.done,
+        "seconds": round(watch.seconds, 3),
+        "committed": watch.committed,
+        "events_per_s": round(rate, 1),
+        "extrapolated": not watch.done,
+        "extrapolated_seconds_for_n": round(n / rate, 1) if rate and not watch.done else None,
+        "own_rate_since_first_record": round(own["processed"] / own["seconds_since_first_record"], 1)
+        if own.get("seconds_since_first_record") else None,
+        "own": own,
+        "peak_rss_bytes": watch.hwm_bytes or own.get("hwm_bytes"),
+        "cpu_s": round(watch.cpu_s, 2) if watch.cpu_s is not None else round(fin.cpu_s, 2),
+        "exit_code": fin.returncode,
+        "background_cores_before": background,
+        **interference,
+        "rss_samples": watch.samples,
+    }
+    if watch.exited_early is not None:
+        result["status"] = "FAILED"
+        result["error"] = f"exited early with {watch.exited_early}: {log_tail(log)}"
+    elif watch.done:
+        result["events_per_s"] = round(n / watch.seconds, 1)
+        result["check"] = await check_tables(db, ctx.wl.model)
+        result["status"] = "OK" if result["check"]["ok"] else "FAILED"
+    else:
+        result["status"] = "BUDGET"  # stopped at the time budget: rate extrapolated, tables not checked
+    return result
+
+
+async def run_db_limit(ctx: Context) -> dict:
+    db = await ctx.dbs.create("dblimit")
+    rows_file = ctx.workdir / "final_rows.pickle"
+    rows_file.write_bytes(pickle.dumps(workload.final_rows(ctx.wl.model), protocol=pickle.HIGHEST_PROTOCOL))
+    log = ctx.workdir / "dblimit.log"
+    background = await wait_quiet(ctx.args.quiet_wait_s)
+    say("database limit: COPY + INSERT ... SELECT ... ON CONFLICT")
+    proc = start_child([PY, "-m", "bench.limits", "db", "--database-url", db, "--rows", str(rows_file)],
+                       child_env(), log, cwd=ctx.workdir)
+    fin = await reap(proc, sig=None, timeout_s=ctx.args.timeout_s)
+    own = last_json_line(log)
+    if fin.returncode != 0 or not own:
+        return {"kind": "database limit", "status": "FAILED", "error": log_tail(log)}
+    check = await check_tables(db, ctx.wl.model)
+    return {
+        "kind": "database limit",
+        "status": "OK" if check["ok"] else "FAILED",
+        "finished": True,
+        "seconds": own["seconds"],
+        "rows": own["rows"],
+        "rows_per_s": own["rows_per_s"],
+        "events_per_s": round(ctx.wl.n / own["seconds"], 1),  # event-equivalent: N events / time
+        "peak_rss_bytes": own["hwm_bytes"],
+        "cpu_s": own["cpu_s"],
+        "cpu_s_process_incl_loading": round(fin.cpu_s, 2),
+        "background_cores_before": background,
+        **{k: own[k] for k in ("server_cpu_s", "machine_busy_cpu_s", "others_cpu_s", "others_cores")},
+        "check": check,
+    }
+
+
+async def run_decode_limit(ctx: Context) -> dict:
+    values_file = ctx.workdir / "values.bin"
+    workload.write_values(values_file, ctx.wl.values())
+    log = ctx.workdir / "decode.log"
+    background = await wait_quiet(ctx.args.quiet_wait_s)
+    say("decode limit: handlers.decode.decode over every value")
+    proc = start_child([PY, "-m", "bench.limits", "decode", "--values", str(values_file)],
+                       child_env(), log, cwd=ctx.workdir)
+    fin = await reap(proc, sig=None, timeout_s=ctx.args.timeout_s)
+    own = last_json_line(log)
+    if fin.returncode != 0 or not own:
+        return {"kind": "decode limit", "status": "FAILED", "error": log_tail(log)}
+    ok = own["records"] == ctx.wl.n and own["poison"] == ctx.wl.malformed
+    return {
+        "kind": "decode limit",
+        "status": "OK" if ok else "FAILED",
+        "finished": True,
+        "seconds": own["seconds"],
+        "events_per_s": own["records_per_s"],
+        "peak_rss_bytes": own["hwm_bytes"],
+        "cpu_s": own["cpu_s"],
+        "cpu_s_process_incl_loading": round(fin.cpu_s, 2),
+        "background_cores_before": background,
+        **{k: own[k] for k in ("server_cpu_s", "machine_busy_cpu_s", "others_cpu_s", "others_cores")},
+        "own": own,
+        "check": {"ok": ok, "poison": own["poison"], "expected_poison": ctx.wl.malformed},
+    }
+
+
+def _progress(label: str, every: float = 5.0):
+    state = {"next": every}
+
+    def show(sample: dict, total: int) -> None:
+        if sample["t"] >= state["next"]:
+            state["next"] = sample["t"] + every
+            say(f"{label}: t={sample['t']:.0f}s committed {sample['committed']}/{total} rss {mib(sample['rss'])} MiB")
+
+    return show
+
+
+# -- report ------------------------------------------------------------------------------------
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a and b else None
+
+
+def table(result: dict) -> str:
+    c = result["contestants"]
+    rows = [("contestant", "status", "events/s", "wall s", "batch p50/p99 ms", "peak RSS MiB", "CPU s", "others", "notes")]
+    for name, r in c.items():
+        if r is None:
+            continue
+        rate = r.get("events_per_s")
+        rate_text = "-" if rate is None else f"{rate:,.0f}" + ("*" if r.get("extrapolated") else "")
+        lat = "-"
+        notes = ""
+        if r["kind"] == "event-consumer" and r.get("log", {}).get("batches"):
+            lg = r["log"]
+            lat = f"{lg['batch_apply_ms_p50']:.0f}/{lg['batch_apply_ms_p99']:.0f}"
+            cycle = "-" if lg.get("batch_cycle_ms_p50") is None else f"{lg['batch_cycle_ms_p50']:.0f}"
+            steady = "-" if not lg.get("steady_events_per_s") else f"{lg['steady_events_per_s']:,.0f}"
+            notes = (f"{lg['batches']} batches, cycle p50 {cycle} ms, steady {steady}/s, "
+                     f"1st batch at {lg['first_batch_after_start_s']} s")
+        elif r["kind"] == "naive":
+            lat = "per message"
+            if r.get("extrapolated"):
+                notes = (f"* extrapolated: {r['committed']:,} of {result['n']:,} in {r['seconds']:.0f} s budget, "
+                         f"~{r['extrapolated_seconds_for_n']:,.0f} s for all; tables not checked")
+            else:
+                notes = "finished within budget"
+        elif r["kind"] == "database limit" and "rows" in r:
+            notes = f"event-equivalent (N/time); {r['rows_per_s']:,.0f} final rows/s ({r['rows']:,} rows)"
+        elif r["kind"] == "decode limit" and "own" in r:
+            notes = f"records/s, 1 core; orjson.loads alone {r['own']['orjson_loads_per_s']:,.0f}/s"
+        if r.get("status") == "FAILED":
+            notes = (r.get("error") or "; ".join(r.get("check", {}).get("problems", [])[:2]) or "tables differ")[:120]
+        wall = r.get("seconds")
+        rows.append((name, r.get("status", "?"), rate_text, "-" if wall is None else f"{wall:.1f}", lat,
+                     mib(r.get("peak_rss_bytes")), "-" if r.get("cpu_s") is None else f"{r['cpu_s']:.1f}",
+                     "-" if r.get("others_cores") is None else f"{r['others_cores']:.2f}", notes))
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]) - 1)]
+    out = []
+    for k, row in enumerate(rows):
+        out.append("  ".join(str(v).ljust(widths[i]) if i < len(widths) else str(v) for i, v in enumerate(row)))
+        if k == 0:
+            out.append("  ".join("-" * w for w in widths) + "  " + "-" * 5)
+    ratios = result["ratios"]
+    out.append("")
+    out.append(f"event-consumer / naive           = {_fmt_ratio(ratios['event_consumer_over_naive'])}"
+               + ("  (naive rate extrapolated from its time budget)" if c.get("naive") and c["naive"].get("extrapolated") else ""))
+    out.append(f"event-consumer / database limit  = {_fmt_ratio(ratios['event_consumer_over_database_limit'])}"
+               "  (limit in event-equivalent/s = N / its time)")
+    out.append(f"event-consumer / decode limit    = {_fmt_ratio(ratios['event_consumer_over_decode_limit'])}")
+    out.append("A contestant marked FAILED wrote wrong tables (or crashed): its rate does not count.")
+    out.append("others = cores used meanwhile by processes other than the contestant, PostgreSQL and Kafka.")
+    # under a second the tick-based /proc/stat figures say little
+    noisy = [k for k, r in c.items() if r and (r.get("others_cores") or 0) > 0.25 and (r.get("seconds") or 0) >= 1.0]
+    if noisy:
+        out.append(f"WARNING: other load on the machine during {', '.join(noisy)} "
+                   f"({result['cpu_count']} CPUs): those numbers are low; run again when it is quiet.")
+    return "\n".join(out)
+
+
+def _fmt_ratio(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}x"
+
+
+# -- main --------------------------------------------------------------------------------------
+
+
+async def amain(args: argparse.Namespace) -> dict:
+    services = services_from_env()
+    started_at = stamp()
+    workdir = Path(tempfile.mkdtemp(prefix="ec-bench-"))
+    kafka = Kafka(services.bootstrap)
+    await kafka.start()
+    dbs = FreshDatabases(services.database_url)
+    ctx = Context(args, services, kafka, dbs, workdir)
+    result: dict = {
+        "timestamp": started_at,
+        **machine(),
+        "git": git_commit(),
+        "n": args.events,
+        "seed": args.seed,
+        "malformed": args.malformed,
+        "partitions": args.partitions,
+        "consumer_env": args.consumer_env,
+        "uvloop": args.uvloop,
+        "choices": {
+            "events_per_s": "N records published / wall seconds from process start until the group's committed "
+                            "offsets reach the log end offsets (polled every 0.2 s); includes start-up and group join",
+            "database_limit": "events_per_s is event-equivalent: N / (BEGIN..COMMIT of COPY + upsert of the final rows); "
+                              "rows_per_s is final rows / the same time; ratios use the event-equivalent",
+            "batch_latency": "the consumer's DEBUG line per batch: 'seconds' = dead-letter + database transaction "
+                             "(decode excluded); cycle = time between consecutive batch lines",
+            "peak_rss": "ru_maxrss of the child (= VmHWM), whole life",
+            "cpu_s": "utime+stime of the child just before it was stopped (limits: CPU of the timed section only)",
+        },
+        "workdir": str(workdir),
+        "contestants": {},
+    }
+    try:
+        t0 = time.perf_counter()
+        ctx.wl = workload.build(args.events, args.seed, args.malformed)
+        gen_s = time.perf_counter() - t0
+        say(f"generated {args.events:,} records ({args.malformed} malformed), model: "
+            f"{len(ctx.wl.model.users):,} users, {len(ctx.wl.model.orders):,} orders ({gen_s:.1f} s)")
+        ctx.topics = {workload.USERS: unique("bench-users"), workload.ORDERS: unique("bench-orders")}
+        await kafka.create_topics(ctx.topic_list + [t + ".dlq" for t in ctx.topic_list], args.partitions)
+        t0 = time.perf_counter()
+        via = await asyncio.gather(*(publish(services.bootstrap, ctx.topics[role], ctx.wl.messages[role], args.publish_via)
+                                     for role in (workload.USERS, workload.ORDERS)))
+        pub_s = time.perf_counter() - t0
+        ctx.ends = await kafka.end_offsets(ctx.topic_list)
+        published = sum(ctx.ends.values())
+        say(f"published {published:,} records to {ctx.topic_list} via {via[0]} in {pub_s:.1f} s")
+        if published != args.events:
+            raise SystemExit(f"bench: published {published} records, expected {args.events}")
+        result["workload"] = {
+            "generate_and_model_s": round(gen_s, 2),
+            "publish_s": round(pub_s, 2),
+            "publish_via": via[0],
+            "users_topic_records": len(ctx.wl.messages[workload.USERS]),
+            "orders_topic_records": len(ctx.wl.messages[workload.ORDERS]),
+            "value_bytes_mean": round(sum(len(v) for v in ctx.wl.values()) / args.events, 1),
+            "expected_users": len(ctx.wl.model.users),
+            "expected_orders": len(ctx.wl.model.orders),
+        }
+        contestants = result["contestants"]
+        if not args.skip_limits:
+            contestants["decode limit"] = await run_decode_limit(ctx)
+            contestants["database limit"] = await run_db_limit(ctx)
+        contestants["event-consumer"] = await run_event_consumer(ctx, "event-consumer")
+        contestants["naive"] = None if args.skip_naive else await run_naive(ctx)
+        if args.profile:
+            prof = await run_event_consumer(ctx, "event-consumer-profiled", profile=True)
+            result["profile"] = prof
+    finally:
+        say("cleaning up: dropping fresh databases, deleting fresh topics and groups")
+        try:
+            await dbs.drop()
+        finally:
+            try:
+                await kafka.delete_created()
+            finally:
+                await kafka.close()
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+            result["workdir"] = None
+    ec = result["contestants"].get("event-consumer") or {}
+    ok_rate = lambda r: r.get("events_per_s") if r and r.get("status") in ("OK", "BUDGET") else None  # noqa: E731
+    ec_rate = ok_rate(ec)
+    result["ratios"] = {
+        "event_consumer_over_naive": ratio(ec_rate, ok_rate(result["contestants"].get("naive"))),
+        "event_consumer_over_database_limit": ratio(ec_rate, ok_rate(result["contestants"].get("database limit"))),
+        "event_consumer_over_decode_limit": ratio(ec_rate, ok_rate(result["contestants"].get("decode limit"))),
+    }
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--events", type=int, default=200_000, help="records to publish, malformed ones included (default 200000)")
+    p.add_argument("--naive-budget-s", type=float, default=60.0, help="time budget of the naive loop (default 60)")
+    p.add_argument("--skip-naive", action="store_true", help="do not run the naive loop")
+    p.add_argument("--skip-limits", action="store_true", help="do not run the database and decode limits")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--malformed", type=int, default=20, help="poison records mixed in (default 20)")
+    p.add_argument("--partitions", type=int, default=3, help="partitions per topic (default 3)")
+    p.add_argument("--publish-via", choices=("auto", "kcat", "aiokafka"), default="auto")
+    p.add_argument("--consumer-env", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra setting for the event-consumer process, e.g. BATCH_MAX_RECORDS=5000 (repeatable)")
+    p.add_argument("--uvloop", action="store_true", help="run event-consumer on uvloop (needs uvloop in .venv)")
+    p.add_argument("--whatif", action="append", default=[], choices=("fast_email", "raw_asyncpg", "gc_tuned"),
+                   help="run event-consumer with one part swapped for a suggested change (bench/instrumented.py); "
+                        "the tables are still checked (repeatable)")
+    p.add_argument("--profile", action="store_true",
+                   help="also run event-consumer once more with stage timers and py-spy (not counted in the ratios)")
+    p.add_argument("--profile-rate", type=int, default=100, help="py-spy samples per second (default 100)")
+    p.add_argument("--timeout-s", type=float, default=1800.0, help="give up on a contestant after this long")
+    p.add_argument("--quiet-wait-s", type=float, default=60.0,
+                   help="before each contestant, wait up to this long for the machine to be idle (default 60)")
+    p.add_argument("--keep", action="store_true", help="keep the work folder (logs, profiles)")
+    p.add_argument("--no-save", action="store_true", help="do not write bench/results/*.json")
+    args = p.parse_args(argv)
+    for kv in args.consumer_env:
+        if "=" not in kv:
+            p.error(f"--consumer-env needs KEY=VALUE, got {kv!r}")
+    if args.malformed >= args.events:
+        p.error("--malformed must be smaller than --events")
+
+    result = asyncio.run(amain(args))
+    print()
+    print(f"event-consumer benchmark: N={args.events:,} records ({args.malformed} malformed), "
+          f"{result['cpu_count']} CPUs, commit {result['git']['commit'][:10]}{' (dirty)' if result['git']['dirty'] else ''}")
+    print(table(result))
+    if result.get("profile"):
+        prof = result["profile"]
+        print(f"\nprofiled run (stage timers + py-spy; not in the ratios): {prof.get('status')}, "
+              f"{prof.get('events_per_s') or 0:,.0f} events/s")
+        if prof.get("stages"):
+            st = prof["stages"]["seconds"]
+            loop_s = st.get("loop_run") or 1
+            for k in ("kafka_fetch", "decode", "sql_lock", "sql_upserts", "sql_offsets", "sql_tx", "kafka_commit", "dead_letter",
+                      "gc_gen0", "gc_gen1", "gc_gen2"):
+                if k in st:
+                    print(f"  {k:13s} {st[k]:8.2f} s  {st[k] / loop_s:6.1%} of the loop")
+        if prof.get("pyspy"):
+            print(render_profile(prof["pyspy"]))
+        elif prof.get("pyspy_error"):
+            print("py-spy:", prof["pyspy_error"])
+    if not args.no_save:
+        RESULTS.mkdir(exist_ok=True)
+        path = RESULTS / f"{result['timestamp']}.json"
+        path.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+        print(f"\nresults: {path.relative_to(ROOT)}")
+    failed = [k for k, r in result["contestants"].items() if r and r.get("status") == "FAILED"]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
