@@ -1,6 +1,7 @@
 """`event-consumer run`: builds the clients from settings, runs the loop, shuts down cleanly."""
 
 import asyncio
+import gc
 import signal
 
 import structlog
@@ -87,6 +88,16 @@ async def _start_http(http: HttpServer, settings: Settings) -> None:
     log.info("serving /healthz, /readyz and /metrics", host=settings.http_host, port=http.port)
 
 
+def _tune_gc() -> None:
+    """A batch allocates hundreds of thousands of short-lived objects (records, events, rows);
+    with the default thresholds the collector runs full passes over the long-lived import-time
+    objects again and again (about 14% of the loop in bench/). Freeze what exists at start-up
+    and collect young objects less often; memory stays bounded by the batch size."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+
+
 async def run(settings: Settings) -> int:
     registry = build_registry()
     backoff = Backoff(settings.retry_initial_s, settings.retry_max_s)
@@ -146,6 +157,7 @@ async def run(settings: Settings) -> int:
             batch_max_records=settings.batch_max_records,
         )
         health.attach(loop, consumer)
+        _tune_gc()
         await loop.run()
         log.info(
             "stopped",

@@ -6,7 +6,9 @@ from decimal import Decimal
 from typing import Annotated, Literal, Union
 from uuid import UUID
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, EmailStr, Field, TypeAdapter
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+
+from handlers.email import normalize_email
 
 BIGINT_MAX = 2**63 - 1
 
@@ -29,7 +31,7 @@ def _convertible_to_utc(value: datetime) -> datetime:
 
 EntityId = Annotated[int, Field(gt=0, le=BIGINT_MAX, strict=True)]
 Version = Annotated[int, Field(ge=1, le=BIGINT_MAX, strict=True)]
-Email = Annotated[EmailStr, Field(max_length=255), AfterValidator(_no_nul)]
+Email = Annotated[str, Field(max_length=255, json_schema_extra={"format": "email"}), AfterValidator(normalize_email), AfterValidator(_no_nul)]
 Name = Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_no_nul)]
 Money = Annotated[Decimal, Field(ge=0, lt=Decimal(10) ** 10, decimal_places=2, allow_inf_nan=False)]
 OrderStatus = Literal["pending", "paid", "shipped", "delivered", "cancelled"]
