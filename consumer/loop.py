@@ -15,7 +15,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-import orjson
 import structlog
 from aiokafka import TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
@@ -23,13 +22,13 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from consumer.batch import Batch, PoisonRecord, build_batch, dead_letter_headers
+from consumer.batch import Batch, PoisonRecord, build_batch
+from consumer.dead_letter import apply_isolating, send_dead_letters
 from consumer.metrics import UNKNOWN_EVENT_TYPE, ConsumerMetrics
 from consumer.offsets import load_positions, lock_positions, save_positions
 from consumer.ports import GroupConsumer, Producer
-from consumer.retry import Backoff, is_driver_data_error, is_transient_db_error, is_transient_kafka_error, sqlstate_of
+from consumer.retry import Backoff, is_data_error, is_transient_db_error, is_transient_kafka_error, short_error, sqlstate_of
 from handlers.aggregate import Aggregate
-from handlers.decode import Poison
 from handlers.apply import apply_events
 
 T = TypeVar("T")
@@ -211,9 +210,9 @@ class ConsumerLoop:
             counts["dead_lettered"] += len(batch.poison)
             return counts
         except DBAPIError as exc:
-            if is_transient_db_error(exc) or not _is_data_error(exc):
+            if is_transient_db_error(exc) or not is_data_error(exc):
                 raise
-            log.warning("a record failed in the database; isolating it", error=_short(exc), sqlstate=sqlstate_of(exc))
+            log.warning("a record failed in the database; isolating it", error=short_error(exc), sqlstate=sqlstate_of(exc))
         return await self._apply_isolating(batch)
 
     async def _apply_in(self, conn: AsyncConnection, batch: Batch) -> Counter:
@@ -225,32 +224,13 @@ class ConsumerLoop:
         return await apply_events(conn, self._registry, batch.events, labels)
 
     async def _apply_isolating(self, batch: Batch) -> Counter:
-        """Slow path after a non-transient database error: each event in its own savepoint; the ones
-        the database rejects are dead-lettered (acked before the transaction commits)."""
-        counts: Counter = Counter()
+        """Slow path after a non-transient database error: the rejected events are dead-lettered
+        (acked before the transaction commits), the rest applies with the offsets."""
         async with self._engine.begin() as conn:
             stored = await lock_positions(conn, self._group_id, batch.partitions)
             if any(pos > batch.first_offsets[tp] for tp, pos in stored.items()):
                 raise StaleBatch(stored)
-            rejected: list[PoisonRecord] = []
-            for event, record in zip(batch.events, batch.event_records):
-                aggregate = self._registry[event.event_type]
-                try:
-                    async with conn.begin_nested():
-                        result = await aggregate.apply(conn, [event])
-                except DBAPIError as exc:
-                    if is_transient_db_error(exc) or not _is_data_error(exc):
-                        raise
-                    message = f"{type(exc.orig).__name__ if exc.orig else type(exc).__name__}: {_short(exc)}"
-                    rejected.append(PoisonRecord(record, Poison("database_error", message[:1000])))
-                    counts[("dead_lettered", (record.topic, event.event_type))] += 1
-                    continue
-                counts["applied"] += result.applied
-                counts["stale"] += result.stale
-                if result.applied:
-                    counts[("applied", (record.topic, event.event_type))] += result.applied
-                if result.stale:
-                    counts[("stale", (record.topic, event.event_type))] += result.stale
+            counts, rejected = await apply_isolating(conn, self._registry, batch.events, batch.event_records)
             if rejected:
                 await self._dead_letter(rejected)
             await save_positions(conn, self._group_id, batch.next_offsets)
@@ -258,21 +238,7 @@ class ConsumerLoop:
         return counts
 
     async def _dead_letter(self, items: list[PoisonRecord]) -> None:
-        futures = []
-        for item in items:
-            r = item.record
-            futures.append(
-                await self._producer.send(
-                    r.topic + self._dlq_suffix, value=r.value, key=r.key, headers=dead_letter_headers(item)
-                )
-            )
-            record_log = log.bind(topic=r.topic, partition=r.partition, offset=r.offset)
-            event_id = _event_id_of(r.value)
-            if event_id is not None:
-                record_log = record_log.bind(event_id=event_id)
-            # The error says why, never the payload (it may hold personal data).
-            record_log.warning("record dead-lettered", error_type=item.poison.error_type, error=item.poison.message[:200])
-        await asyncio.gather(*futures)
+        await send_dead_letters(self._producer, self._dlq_suffix, items)
 
     def _reseek(self, batch: Batch, stored: Mapping[TopicPartition, int]) -> None:
         assigned = self._consumer.assignment()
@@ -299,14 +265,14 @@ class ConsumerLoop:
             except (CommitFailedError, IllegalStateError) as exc:
                 self.stats.commit_failures += 1
                 self.metrics.commit_failures.inc()
-                log.warning("kafka refused the offset commit (rebalance); the database keeps the position", error=_short(exc))
+                log.warning("kafka refused the offset commit (rebalance); the database keeps the position", error=short_error(exc))
                 self._pending_commit.clear()
                 return
             except KafkaError as exc:
                 self.stats.commit_failures += 1
                 self.metrics.commit_failures.inc()
                 if not is_transient_kafka_error(exc) or attempt == KAFKA_COMMIT_ATTEMPTS or self._past_deadline():
-                    log.warning("kafka offset commit failed; will retry with the next batch", error=_short(exc))
+                    log.warning("kafka offset commit failed; will retry with the next batch", error=short_error(exc))
                     return
                 await asyncio.sleep(self._backoff.delay(attempt))
             else:
@@ -338,7 +304,7 @@ class ConsumerLoop:
                 except KafkaError as exc:
                     self.stats.commit_failures += 1
                     self.metrics.commit_failures.inc()
-                    log.warning("revoke: final offset commit failed; the database keeps the position", error=_short(exc))
+                    log.warning("revoke: final offset commit failed; the database keeps the position", error=short_error(exc))
                 else:
                     self.stats.last_commit_at = time.time()
                     self.metrics.last_commit.set(self.stats.last_commit_at)
@@ -363,7 +329,7 @@ class ConsumerLoop:
                         self._consumer.seek(tp, position)
                         log.info("sought to the database position", topic=tp.topic, partition=tp.partition, offset=position, kafka_committed=committed)
         except Exception as exc:  # noqa: BLE001 - best effort, see docstring
-            log.warning("could not read database positions on assignment; the batch fence will apply them", error=_short(exc))
+            log.warning("could not read database positions on assignment; the batch fence will apply them", error=short_error(exc))
 
     # -- retry -----------------------------------------------------------------------------
 
@@ -399,7 +365,7 @@ class ConsumerLoop:
                 delay = self._backoff.delay(attempt)
                 if self._deadline is not None:
                     delay = min(delay, max(0.0, self._deadline - time.monotonic()) + 0.01)
-                log.warning(f"{what} failed; retrying", attempt=attempt, delay_s=round(delay, 2), error=_short(exc))
+                log.warning(f"{what} failed; retrying", attempt=attempt, delay_s=round(delay, 2), error=short_error(exc))
                 await asyncio.sleep(delay)
 
 
@@ -413,31 +379,3 @@ class RebalanceListener(ConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned):  # type: ignore[override]
         await self._loop.on_assigned(list(assigned))
-
-
-def _is_data_error(exc: BaseException) -> bool:
-    """Errors that one record causes and that retrying cannot fix: data exceptions (22),
-    integrity constraint violations (23), e.g. a CHECK constraint an operator added, and values
-    the driver cannot encode (asyncpg.DataError)."""
-    if is_driver_data_error(exc):
-        return True
-    code = sqlstate_of(exc)
-    return code is not None and code[:2] in {"22", "23"}
-
-
-def _event_id_of(value: bytes | None) -> str | None:
-    """The envelope's event_id, when a dead-lettered value still has one (for the log line only)."""
-    if not value:
-        return None
-    try:
-        parsed = orjson.loads(value)
-    except orjson.JSONDecodeError:
-        return None
-    event_id = parsed.get("event_id") if isinstance(parsed, dict) else None
-    return event_id[:64] if isinstance(event_id, str) else None
-
-
-def _short(exc: BaseException) -> str:
-    lines = str(getattr(exc, "orig", None) or exc).splitlines() or str(exc).splitlines()
-    text = lines[0] if lines else repr(getattr(exc, "orig", None) or exc)
-    return f"{type(exc).__name__}: {text}"[:300]

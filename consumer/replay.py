@@ -192,19 +192,6 @@ class ReplayStats:
 # -- the replay -------------------------------------------------------------------------------
 
 
-def _is_data_error(exc: BaseException) -> bool:
-    """One record's fault, not fixed by retrying: data exception (22), constraint violation (23)."""
-    from consumer.retry import sqlstate_of
-
-    code = sqlstate_of(exc)
-    return code is not None and code[:2] in {"22", "23"}
-
-
-def _short(exc: BaseException) -> str:
-    text = str(getattr(exc, "orig", None) or exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return f"{type(exc).__name__}: {text}"[:300]
-
-
 class Replayer:
     """Fetches [start, stop) of every partition in `ranges` and applies it; never touches offsets."""
 
@@ -312,68 +299,37 @@ class Replayer:
     async def _apply(self, batch: Any) -> tuple[Counter, list]:
         from sqlalchemy.exc import DBAPIError
 
-        from consumer.retry import is_transient_db_error
+        from consumer.retry import is_data_error, is_transient_db_error, short_error
         from handlers.apply import apply_events
 
         try:
             async with self._engine.begin() as conn:
                 return await apply_events(conn, self._registry, batch.events), []
         except DBAPIError as exc:
-            if is_transient_db_error(exc) or not _is_data_error(exc):
+            if is_transient_db_error(exc) or not is_data_error(exc):
                 raise
-            log.warning("a record failed in the database; isolating it", error=_short(exc))
+            log.warning("a record failed in the database; isolating it", error=short_error(exc))
         return await self._apply_isolating(batch)
 
     async def _apply_isolating(self, batch: Any) -> tuple[Counter, list]:
-        """As `run` does: each event in its own savepoint; the rejected ones are dead-lettered
-        (with --dlq, acked before the commit) or counted as malformed."""
-        from sqlalchemy.exc import DBAPIError
+        """As `run` does: the events the database rejects are dead-lettered (with --dlq, acked
+        before the commit) or counted as malformed; the rest applies."""
+        from consumer.dead_letter import apply_isolating
 
-        from consumer.batch import PoisonRecord
-        from consumer.retry import is_transient_db_error
-        from handlers.decode import Poison
-
-        counts: Counter = Counter()
-        rejected: list = []
         async with self._engine.begin() as conn:
-            for event, record in zip(batch.events, batch.event_records):
-                aggregate = self._registry[event.event_type]
-                try:
-                    async with conn.begin_nested():
-                        result = await aggregate.apply(conn, [event])
-                except DBAPIError as exc:
-                    if is_transient_db_error(exc) or not _is_data_error(exc):
-                        raise
-                    message = f"{type(exc.orig).__name__ if exc.orig else type(exc).__name__}: {_short(exc)}"
-                    rejected.append(PoisonRecord(record, Poison("database_error", message[:1000])))
-                    continue
-                counts["applied"] += result.applied
-                counts["stale"] += result.stale
+            counts, rejected = await apply_isolating(conn, self._registry, batch.events, batch.event_records)
             if rejected and self._dlq:
                 await self._dead_letter(rejected)
         return counts, rejected
 
     async def _dead_letter(self, items: list) -> None:
-        """Exactly as the loop: original key, value and headers plus the x-* headers; every ack awaited."""
-        from consumer.batch import dead_letter_headers
+        from consumer.dead_letter import send_dead_letters
 
-        futures = []
-        for item in items:
-            r = item.record
-            futures.append(
-                await self._producer.send(r.topic + self._dlq_suffix, value=r.value, key=r.key, headers=dead_letter_headers(item))
-            )
-            log.warning(
-                "record dead-lettered",
-                topic=r.topic,
-                partition=r.partition,
-                offset=r.offset,
-                error_type=item.poison.error_type,
-                error=item.poison.message[:200],
-            )
-        await asyncio.gather(*futures)
+        await send_dead_letters(self._producer, self._dlq_suffix, items)
 
     async def _retrying(self, what: str, operation: Callable[[], Awaitable[T]], is_transient: Callable[[BaseException], bool]) -> T:
+        from consumer.retry import short_error
+
         attempt = 0
         while True:
             try:
@@ -387,7 +343,7 @@ class Replayer:
                 if self._stop.is_set():
                     raise Interrupted(f"stopped while retrying {what}") from exc
                 delay = self._backoff.delay(attempt)
-                log.warning(f"{what} failed; retrying", attempt=attempt, delay_s=round(delay, 2), error=_short(exc))
+                log.warning(f"{what} failed; retrying", attempt=attempt, delay_s=round(delay, 2), error=short_error(exc))
                 try:
                     await asyncio.wait_for(self._stop.wait(), timeout=delay)
                 except asyncio.TimeoutError:

@@ -68,3 +68,20 @@ class Backoff:
         """Full jitter: uniform in [0, min(max, initial * 2**(attempt-1))], at least initial/2."""
         cap = min(self.max_s, self.initial_s * (2 ** max(attempt - 1, 0)))
         return max(self.initial_s / 2, random.uniform(0, cap))
+
+
+def is_data_error(exc: BaseException) -> bool:
+    """Errors that one record causes and that retrying cannot fix: data exceptions (22),
+    integrity constraint violations (23), e.g. a CHECK constraint an operator added, and values
+    the driver cannot encode (asyncpg.DataError)."""
+    if is_driver_data_error(exc):
+        return True
+    code = sqlstate_of(exc)
+    return code is not None and code[:2] in {"22", "23"}
+
+
+def short_error(exc: BaseException) -> str:
+    """One line for a log: the driver's message (never a DSN), or the exception's repr."""
+    lines = str(getattr(exc, "orig", None) or exc).splitlines() or str(exc).splitlines()
+    text = lines[0] if lines else repr(getattr(exc, "orig", None) or exc)
+    return f"{type(exc).__name__}: {text}"[:300]
