@@ -10,18 +10,19 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from consumer.kafka_clients import KafkaAuthError, build_admin, build_group_consumer, build_producer, probe
-from consumer.topics import ensure_dlq_topics
-from consumer.loop import ConsumerLoop, RebalanceListener
 from consumer.http import ConsumerHealth, HttpServer
+from consumer.kafka_clients import KafkaAuthError, build_admin, build_group_consumer, build_producer, probe
+from consumer.loop import ConsumerLoop, RebalanceListener
 from consumer.metrics import ConsumerMetrics, add_runtime_collectors
-from consumer.retry import Backoff, is_transient_db_error
+from consumer.retry import Backoff, is_transient_db_error, short_error, sqlstate_of
 from consumer.settings import Settings
+from consumer.topics import ensure_dlq_topics
 from database.engine import make_engine
 from database.migrate import head_revision
 from handlers.registry import build_registry
 
 log = structlog.get_logger("consumer.app")
+
 
 class StartupError(Exception):
     pass
@@ -35,8 +36,10 @@ async def _check_schema(engine: AsyncEngine, backoff: Backoff, stop: asyncio.Eve
                 version = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar()
             break
         except Exception as exc:
-            if not is_transient_db_error(exc):
+            if sqlstate_of(exc) == "42P01":  # undefined_table
                 raise StartupError("the database schema is missing: run `event-consumer migrate` first") from None
+            if not is_transient_db_error(exc):
+                raise StartupError(f"the database refused the connection: {short_error(exc)}") from None
             attempt += 1
             if stop.is_set():
                 raise StartupError("stopped while waiting for the database") from None
