@@ -63,6 +63,14 @@ def _publish_chunks(bootstrap: str, chunks, pause_s: float) -> threading.Thread:
     return t
 
 
+async def _assert_outcome(kafka, topics, engine, events: list[dict], poison: list[bytes]) -> None:
+    """The tables equal the model of `events`, and the DLQ holds exactly `poison`."""
+    model = ReadModel()
+    model.apply_bytes([orjson.dumps(e) for e in events])
+    await assert_matches_model(engine, model)
+    await _assert_dlq(kafka, topics, poison)
+
+
 async def _assert_dlq(kafka, topics, poison: list[bytes]) -> None:
     dlq = (await kafka.read_all(topics.users + ".dlq")) + (await kafka.read_all(topics.orders + ".dlq"))
     by_origin = {}
@@ -95,10 +103,7 @@ async def test_sigkill_at_random_moments_mid_stream(kafka, topics, consumers, en
     assert consumers.stop(proc) == 0, consumers.log_text()
     assert kills_mid_stream >= 1, "no kill landed while there was lag"
 
-    model = ReadModel()
-    model.apply_bytes([orjson.dumps(e) for e in events])
-    await assert_matches_model(engine, model)
-    await _assert_dlq(kafka, topics, poison)
+    await _assert_outcome(kafka, topics, engine, events, poison)
     positions = await db_positions(engine, topics.group)
     assert {tp: positions.get(tp) for tp in ends if ends[tp]} == {tp: e for tp, e in ends.items() if e}
 
@@ -125,10 +130,7 @@ async def test_postgres_stopped_mid_stream(kafka, topics, consumers, engine, cle
     assert consumers.stop(proc) == 0, consumers.log_text()
     assert "apply failed; retrying" in consumers.log_text() or "dead-letter failed; retrying" in consumers.log_text()
 
-    model = ReadModel()
-    model.apply_bytes([orjson.dumps(e) for e in events])
-    await assert_matches_model(engine, model)
-    await _assert_dlq(kafka, topics, poison)
+    await _assert_outcome(kafka, topics, engine, events, poison)
     assert sum(ends.values()) == len(events) + len(poison)
 
 
@@ -149,10 +151,7 @@ async def test_postgres_restarted_fast_mid_batch(kafka, topics, consumers, engin
     ends = await kafka.wait_committed(topics.group, topics.all, timeout=180)
     assert alive(proc)
     assert consumers.stop(proc) == 0, consumers.log_text()
-    model = ReadModel()
-    model.apply_bytes([orjson.dumps(e) for e in events])
-    await assert_matches_model(engine, model)
-    await _assert_dlq(kafka, topics, poison)
+    await _assert_outcome(kafka, topics, engine, events, poison)
     assert sum(ends.values()) == len(events) + len(poison)
 
 
@@ -178,10 +177,7 @@ async def test_kafka_broker_restarted_mid_stream(kafka, topics, consumers, engin
     ends = await kafka.wait_committed(topics.group, topics.all, timeout=240)
     assert alive(proc)
     assert consumers.stop(proc) == 0, consumers.log_text()
-    model = ReadModel()
-    model.apply_bytes([orjson.dumps(e) for e in events])
-    await assert_matches_model(engine, model)
-    await _assert_dlq(kafka, topics, poison)
+    await _assert_outcome(kafka, topics, engine, events, poison)
     assert sum(ends.values()) == len(events) + len(poison)
 
 
@@ -224,10 +220,7 @@ async def test_frozen_member_comes_back_without_moving_offsets_backwards(kafka, 
     assert consumers.stop(a) == 0 and consumers.stop(b) == 0
     committed = await kafka.committed(topics.group)
     assert {tp: committed.get(tp, 0) for tp in ends} == ends
-    model = ReadModel()
-    model.apply_bytes([orjson.dumps(e) for e in events])
-    await assert_matches_model(engine, model)
-    await _assert_dlq(kafka, topics, poison)
+    await _assert_outcome(kafka, topics, engine, events, poison)
 
 
 async def test_database_rejects_one_row_it_is_dead_lettered_and_the_rest_applies(kafka, topics, consumers, engine, clean_db):
@@ -358,7 +351,4 @@ async def test_member_stalled_past_max_poll_interval_comes_back(kafka, topics, c
     assert consumers.all_logs().count('"partitions revoked"') > revocations_before, consumers.all_logs()
     committed = await kafka.committed(topics.group)
     assert {tp: committed.get(tp, 0) for tp in ends} == ends
-    model = ReadModel()
-    model.apply_bytes([orjson.dumps(e) for e in first + more])
-    await assert_matches_model(engine, model)
-    await _assert_dlq(kafka, topics, poison)
+    await _assert_outcome(kafka, topics, engine, first + more, poison)

@@ -6,13 +6,11 @@ import json
 import random
 import signal
 
-import orjson
 import pytest
 
 from consumer.generate import Generator
-from tests.integration.harness import alive, assert_matches_model, db_positions, kcat_publish
-from tests.integration.test_faults import _assert_dlq, _chunks, _publish_chunks
-from tests.model import ReadModel
+from tests.integration.harness import alive, db_positions, kcat_publish
+from tests.integration.test_faults import _assert_outcome, _chunks, _publish_chunks
 
 pytestmark = pytest.mark.slow
 
@@ -47,10 +45,7 @@ async def test_three_processes_share_partitions_while_members_die_join_and_leave
         assert alive(p)
         assert consumers.stop(p) == 0
 
-    model = ReadModel()
-    model.apply_bytes([orjson.dumps(e) for e in events])
-    await assert_matches_model(engine, model)
-    await _assert_dlq(kafka, topics, poison)
+    await _assert_outcome(kafka, topics, engine, events, poison)
     positions = await db_positions(engine, topics.group)
     assert {tp: positions.get(tp, 0) for tp in ends} == ends
     # The partitions really were shared: the survivors each consumed part of the stream.
@@ -89,7 +84,4 @@ async def test_sigterm_mid_stream_exits_0_and_next_start_neither_loses_nor_reapp
     assert consumers.stop(proc) == 0
     second = _stopped_stats(consumers.log_text())
     assert second["consumed"] == total - done  # nothing lost, nothing fetched twice
-    model = ReadModel()
-    model.apply_bytes([orjson.dumps(e) for e in events])
-    await assert_matches_model(engine, model)
-    await _assert_dlq(kafka, topics, poison)
+    await _assert_outcome(kafka, topics, engine, events, poison)
