@@ -7,18 +7,17 @@ import signal
 import structlog
 from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumer.http import ConsumerHealth, HttpServer
 from consumer.kafka_clients import KafkaAuthError, build_admin, build_group_consumer, build_producer, probe
 from consumer.loop import ConsumerLoop, RebalanceListener
 from consumer.metrics import ConsumerMetrics, add_runtime_collectors
-from consumer.retry import Backoff, is_transient_db_error, short_error, sqlstate_of
+from consumer.retry import Backoff, is_transient_db_error, short_error
 from consumer.settings import Settings
 from consumer.topics import ensure_dlq_topics
 from database.engine import make_engine
-from database.migrate import head_revision
+from database.migrate import current_revision, head_revision
 from handlers.registry import build_registry
 
 log = structlog.get_logger("consumer.app")
@@ -33,11 +32,9 @@ async def _check_schema(engine: AsyncEngine, backoff: Backoff, stop: asyncio.Eve
     while True:
         try:
             async with engine.connect() as conn:
-                version = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar()
+                version = await current_revision(conn)
             break
         except Exception as exc:
-            if sqlstate_of(exc) == "42P01":  # undefined_table
-                raise StartupError("the database schema is missing: run `event-consumer migrate` first") from None
             if not is_transient_db_error(exc):
                 raise StartupError(f"the database refused the connection: {short_error(exc)}") from None
             attempt += 1
@@ -45,6 +42,8 @@ async def _check_schema(engine: AsyncEngine, backoff: Backoff, stop: asyncio.Eve
                 raise StartupError("stopped while waiting for the database") from None
             log.warning("database not reachable yet; retrying", attempt=attempt, error=type(exc).__name__)
             await asyncio.sleep(backoff.delay(attempt))
+    if version is None:
+        raise StartupError("the database schema is missing: run `event-consumer migrate` first")
     head = head_revision()
     if version != head:
         raise StartupError(f"the database schema is at {version}, not {head}: run `event-consumer migrate`")

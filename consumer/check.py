@@ -8,14 +8,13 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 from pydantic import SecretStr
-from sqlalchemy import text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, ProgrammingError
+from sqlalchemy.exc import DBAPIError
 
 from consumer.kafka_clients import KafkaAuthError, KafkaUnreachable, build_admin, probe
 from consumer.settings import Settings
 from database.engine import make_engine
-from database.migrate import head_revision
+from database.migrate import current_revision, head_revision
 
 STEP_TIMEOUT_S = 10.0
 MASK = "**********"
@@ -109,9 +108,8 @@ async def check_database(settings: Settings, report: Report) -> None:
         async with asyncio.timeout(STEP_TIMEOUT_S):
             async with engine.connect() as conn:
                 report.ok("connected")
-                try:
-                    version = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar()
-                except ProgrammingError:
+                version = await current_revision(conn)
+                if version is None:
                     report.fail(f"no schema (no alembic_version table): run `event-consumer migrate` (head is {head})")
                     return
         if version == head:

@@ -27,7 +27,15 @@ from consumer.dead_letter import apply_isolating, send_dead_letters
 from consumer.metrics import UNKNOWN_EVENT_TYPE, ConsumerMetrics
 from consumer.offsets import load_positions, lock_positions, save_positions
 from consumer.ports import GroupConsumer, Producer
-from consumer.retry import Backoff, is_data_error, is_transient_db_error, is_transient_kafka_error, short_error, sqlstate_of
+from consumer.retry import (
+    Backoff,
+    is_data_error,
+    is_transient_db_error,
+    is_transient_kafka_error,
+    retry_transient,
+    short_error,
+    sqlstate_of,
+)
 from handlers.aggregate import Aggregate
 from handlers.apply import apply_events
 
@@ -343,30 +351,21 @@ class ConsumerLoop:
         generation: int,
         is_transient: Callable[[BaseException], bool],
     ) -> T:
-        attempt = 0
-        while True:
-            try:
-                return await operation()
-            except (StaleBatch, Abandoned):
-                raise
-            except Exception as exc:
-                if not is_transient(exc):
-                    raise
-                attempt += 1
-                # A failing batch that keeps retrying is alive (waiting for a dependency), not stuck.
-                self.stats.last_progress_at = time.monotonic()
-                if what == "apply":
-                    self.stats.db_retries += 1
-                    self.metrics.db_retries.inc()
-                if generation != self._generation:
-                    raise Abandoned("partitions were revoked during retries") from exc
-                if self._past_deadline():
-                    raise Abandoned("shutdown timeout reached during retries") from exc
-                delay = self._backoff.delay(attempt)
-                if self._deadline is not None:
-                    delay = min(delay, max(0.0, self._deadline - time.monotonic()) + 0.01)
-                log.warning(f"{what} failed; retrying", attempt=attempt, delay_s=round(delay, 2), error=short_error(exc))
-                await asyncio.sleep(delay)
+        def before_retry(attempt: int, exc: BaseException) -> float | None:
+            # A failing batch that keeps retrying is alive (waiting for a dependency), not stuck.
+            self.stats.last_progress_at = time.monotonic()
+            if what == "apply":
+                self.stats.db_retries += 1
+                self.metrics.db_retries.inc()
+            if generation != self._generation:
+                raise Abandoned("partitions were revoked during retries") from exc
+            if self._past_deadline():
+                raise Abandoned("shutdown timeout reached during retries") from exc
+            return None if self._deadline is None else max(0.0, self._deadline - time.monotonic()) + 0.01
+
+        return await retry_transient(
+            operation, what=what, is_transient=is_transient, backoff=self._backoff, before_retry=before_retry
+        )
 
 
 class RebalanceListener(ConsumerRebalanceListener):

@@ -328,26 +328,29 @@ class Replayer:
         await send_dead_letters(self._producer, self._dlq_suffix, items)
 
     async def _retrying(self, what: str, operation: Callable[[], Awaitable[T]], is_transient: Callable[[BaseException], bool]) -> T:
-        from consumer.retry import short_error
+        from consumer.retry import retry_transient
 
-        attempt = 0
-        while True:
+        def before_retry(attempt: int, exc: BaseException) -> float | None:
+            if what == "apply":
+                self.stats.db_retries += 1
+            if self._stop.is_set():
+                raise Interrupted(f"stopped while retrying {what}") from exc
+            return None
+
+        async def sleep_unless_stopped(delay: float) -> None:
             try:
-                return await operation()
-            except Exception as exc:
-                if not is_transient(exc):
-                    raise
-                attempt += 1
-                if what == "apply":
-                    self.stats.db_retries += 1
-                if self._stop.is_set():
-                    raise Interrupted(f"stopped while retrying {what}") from exc
-                delay = self._backoff.delay(attempt)
-                log.warning(f"{what} failed; retrying", attempt=attempt, delay_s=round(delay, 2), error=short_error(exc))
-                try:
-                    await asyncio.wait_for(self._stop.wait(), timeout=delay)
-                except asyncio.TimeoutError:
-                    pass
+                await asyncio.wait_for(self._stop.wait(), timeout=delay)
+            except asyncio.TimeoutError:
+                pass
+
+        return await retry_transient(
+            operation,
+            what=what,
+            is_transient=is_transient,
+            backoff=self._backoff,
+            before_retry=before_retry,
+            sleep=sleep_unless_stopped,
+        )
 
 
 async def _partitions(consumer: Any, topics: list[str], wanted: list[int] | None) -> list[Any]:

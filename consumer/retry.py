@@ -1,11 +1,19 @@
-"""Which failures are transient, and the capped exponential backoff with jitter used for them."""
+"""Which failures are transient, the capped exponential backoff with jitter used for them, and
+the retry loop that `run` and `replay` share."""
 
+import asyncio
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import asyncpg
+import structlog
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+T = TypeVar("T")
+log = structlog.get_logger("consumer.retry")
 
 # SQLSTATE classes worth waiting out: connection (08), transaction rollback: serialization
 # failure and deadlock (40), insufficient resources (53), operator intervention: shutdown,
@@ -85,3 +93,29 @@ def short_error(exc: BaseException) -> str:
     lines = str(getattr(exc, "orig", None) or exc).splitlines() or str(exc).splitlines()
     text = lines[0] if lines else repr(getattr(exc, "orig", None) or exc)
     return f"{type(exc).__name__}: {text}"[:300]
+
+
+async def retry_transient(
+    operation: Callable[[], Awaitable[T]],
+    *,
+    what: str,
+    is_transient: Callable[[BaseException], bool],
+    backoff: Backoff,
+    before_retry: Callable[[int, BaseException], float | None],
+    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+) -> T:
+    """Runs `operation` until it succeeds; a non-transient error goes up at once. After each
+    transient failure `before_retry(attempt, error)` is asked first: it raises to give up, or returns
+    the longest wait it allows (None: no limit)."""
+    attempt = 0
+    while True:
+        try:
+            return await operation()
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            attempt += 1
+            limit = before_retry(attempt, exc)
+            delay = backoff.delay(attempt) if limit is None else min(backoff.delay(attempt), limit)
+            log.warning(f"{what} failed; retrying", attempt=attempt, delay_s=round(delay, 2), error=short_error(exc))
+            await sleep(delay)

@@ -4,6 +4,8 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -37,3 +39,8 @@ def head_revision() -> str:
     head = ScriptDirectory.from_config(cfg).get_current_head()
     assert head is not None
     return head
+
+
+async def current_revision(conn: AsyncConnection) -> str | None:
+    """The database's Alembic revision; None when it has no schema (no alembic_version table)."""
+    return await conn.run_sync(lambda sync_conn: MigrationContext.configure(sync_conn).get_current_revision())

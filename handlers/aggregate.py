@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from handlers.collapse import EntityChange, applies_one_by_one, collapse, count_outcomes
+from handlers.collapse import EntityChange, applies_one_by_one, collapse
 from handlers.sql import columns_of, stored_versions_then, unnest_upsert
 
 Row = dict[str, object]
@@ -52,9 +52,9 @@ class Aggregate:
 
     async def apply(self, conn: AsyncConnection, events: Sequence) -> Applied:
         """Applies events (in offset order) inside the caller's transaction. Never commits."""
-        changes, stale_in_batch = collapse(events, self._is_full)
+        changes, _ = collapse(events, self._is_full)
         if not changes:
-            return Applied(0, stale_in_batch, (False,) * stale_in_batch)
+            return Applied(0, 0, ())
         entity_ids = [c.entity_id for c in changes]
         full_rows = [self._full_row(c) for c in changes if c.full is not None]
         if full_rows:
@@ -66,5 +66,6 @@ class Aggregate:
         patch_rows = [self._patch_row(c) for c in changes if c.patch is not None]
         if patch_rows:
             await conn.execute(self._patch_upsert, columns_of(patch_rows, self._columns))
-        applied, stale = count_outcomes(changes, stored)
-        return Applied(applied, stale + stale_in_batch, tuple(applies_one_by_one(events, stored)))
+        outcomes = tuple(applies_one_by_one(events, stored))
+        applied = sum(outcomes)
+        return Applied(applied, len(outcomes) - applied, outcomes)

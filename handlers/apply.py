@@ -6,7 +6,6 @@ from collections.abc import Hashable, Mapping, Sequence
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from handlers.aggregate import Aggregate
-from handlers.registry import route
 
 
 async def apply_events(
@@ -15,21 +14,17 @@ async def apply_events(
     """One set-based upsert per table (two where deletes/cancels are present). Returns a Counter
     with the totals "applied" and "stale"; given `labels` (one per event, e.g. (topic, event_type)),
     also ("applied", label) and ("stale", label) per label."""
-    counts: Counter = Counter()
-    if labels is None:
-        for aggregate, group in route(registry, events).items():
-            result = await aggregate.apply(conn, group)
-            counts["applied"] += result.applied
-            counts["stale"] += result.stale
-        return counts
-    if len(labels) != len(events):
+    if labels is not None and len(labels) != len(events):
         raise ValueError("apply_events needs one label per event")
-    for aggregate, pairs in route_labelled(registry, events, labels).items():
+    counts: Counter = Counter()
+    groups = route_labelled(registry, events, labels if labels is not None else [None] * len(events))
+    for aggregate, pairs in groups.items():
         result = await aggregate.apply(conn, [event for event, _ in pairs])
         counts["applied"] += result.applied
         counts["stale"] += result.stale
-        for (_, label), applied in zip(pairs, result.outcomes, strict=True):
-            counts[("applied" if applied else "stale", label)] += 1
+        if labels is not None:
+            for (_, label), applied in zip(pairs, result.outcomes, strict=True):
+                counts[("applied" if applied else "stale", label)] += 1
     return counts
 
 

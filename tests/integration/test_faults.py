@@ -80,6 +80,26 @@ async def _assert_dlq(kafka, topics, poison: list[bytes]) -> None:
     assert sorted(by_origin.values()) == sorted(poison)
 
 
+class PositionWatcher:
+    """Samples the group's database positions every 100 ms and records any that moved backwards."""
+
+    def __init__(self, engine, group: str) -> None:
+        self.backwards: list = []
+        self._seen: dict = {}
+        self._task = asyncio.create_task(self._watch(engine, group))
+
+    async def _watch(self, engine, group: str) -> None:
+        while True:
+            for tp, pos in (await db_positions(engine, group)).items():
+                if pos < self._seen.get(tp, 0):
+                    self.backwards.append((tp, self._seen[tp], pos))
+                self._seen[tp] = max(self._seen.get(tp, 0), pos)
+            await asyncio.sleep(0.1)
+
+    def stop(self) -> None:
+        self._task.cancel()
+
+
 @pytest.mark.parametrize(("kills", "n_events"), [(3, 12_000), (5, 20_000)], ids=["3-kills", "5-kills-20k"])
 async def test_sigkill_at_random_moments_mid_stream(kafka, topics, consumers, engine, clean_db, kills, n_events):
     rng = random.Random(5 + kills)
@@ -194,18 +214,7 @@ async def test_frozen_member_comes_back_without_moving_offsets_backwards(kafka, 
     await asyncio.sleep(3)
     publisher = _publish_chunks(kafka.bootstrap, chunks, pause_s=1.0)
 
-    seen: dict = {}
-    backwards: list = []
-
-    async def watch_positions():
-        while True:
-            for tp, pos in (await db_positions(engine, topics.group)).items():
-                if pos < seen.get(tp, 0):
-                    backwards.append((tp, seen[tp], pos))
-                seen[tp] = max(seen.get(tp, 0), pos)
-            await asyncio.sleep(0.1)
-
-    watcher = asyncio.create_task(watch_positions())
+    watcher = PositionWatcher(engine, topics.group)
     try:
         await asyncio.sleep(1.5)
         a.send_signal(signal.SIGSTOP)
@@ -214,8 +223,8 @@ async def test_frozen_member_comes_back_without_moving_offsets_backwards(kafka, 
         await asyncio.to_thread(publisher.join, 300)
         ends = await kafka.wait_committed(topics.group, topics.all, timeout=240)
     finally:
-        watcher.cancel()
-    assert not backwards, f"database positions moved backwards: {backwards}"
+        watcher.stop()
+    assert not watcher.backwards, f"database positions moved backwards: {watcher.backwards}"
     assert alive(a) and alive(b)
     assert consumers.stop(a) == 0 and consumers.stop(b) == 0
     committed = await kafka.committed(topics.group)
@@ -318,18 +327,7 @@ async def test_member_stalled_past_max_poll_interval_comes_back(kafka, topics, c
     assert all(_last_assignment(consumers.log_text(i)) for i in (0, 1)), consumers.all_logs()
     revocations_before = consumers.all_logs().count('"partitions revoked"')
 
-    seen: dict = {}
-    backwards: list = []
-
-    async def watch_positions():
-        while True:
-            for tp, pos in (await db_positions(engine, topics.group)).items():
-                if pos < seen.get(tp, 0):
-                    backwards.append((tp, seen[tp], pos))
-                seen[tp] = max(seen.get(tp, 0), pos)
-            await asyncio.sleep(0.1)
-
-    watcher = asyncio.create_task(watch_positions())
+    watcher = PositionWatcher(engine, topics.group)
     try:
         async with engine.connect() as locker:
             # Hold the position row of users partition 0: whoever owns it blocks in its batch.
@@ -343,8 +341,8 @@ async def test_member_stalled_past_max_poll_interval_comes_back(kafka, topics, c
         await asyncio.to_thread(publisher.join, 300)
         ends = await kafka.wait_committed(topics.group, topics.all, timeout=240)
     finally:
-        watcher.cancel()
-    assert not backwards, f"database positions moved backwards: {backwards}"
+        watcher.stop()
+    assert not watcher.backwards, f"database positions moved backwards: {watcher.backwards}"
     assert alive(a) and alive(b)
     assert consumers.stop(a) == 0 and consumers.stop(b) == 0
     # The stall really pushed a member out of the group: the partitions moved while it waited.

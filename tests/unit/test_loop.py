@@ -15,21 +15,12 @@ from consumer.loop import KAFKA_COMMIT_ATTEMPTS, ConsumerLoop
 from consumer.retry import Backoff
 from handlers.events import UserCreated
 from handlers.registry import build_registry
+from tests.unit.records import Rec
 
 TP0 = TopicPartition("users", 0)
 TP1 = TopicPartition("users", 1)
 TP_ORDERS = TopicPartition("orders", 0)
 OUR_HEADERS = ["x-error-type", "x-error-message", "x-original-topic", "x-original-partition", "x-original-offset"]
-
-
-@dataclass
-class Rec:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: tuple = ()
 
 
 def user_value(entity_id: int = 1, version: int = 1) -> bytes:

@@ -27,6 +27,7 @@ from handlers.aggregate import Applied
 from handlers.apply import apply_events
 from handlers.collapse import applies_one_by_one, collapse, count_outcomes
 from handlers.registry import build_registry
+from tests.unit.records import Rec
 
 # -- the HTTP server ---------------------------------------------------------------------------
 
@@ -389,16 +390,6 @@ async def test_apply_events_attributes_outcomes_to_labels_and_keeps_the_totals()
 
 TP0 = TopicPartition("users", 0)
 TP1 = TopicPartition("orders", 0)
-
-
-@dataclass
-class Rec:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: tuple = ()
 
 
 def envelope(entity_id: int, version: int, event_type: str = "user.created") -> bytes:
