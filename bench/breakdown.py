@@ -7,12 +7,14 @@ bench/README.md; nothing here changes production code.
 
 fetch   AIOKafkaConsumer.getmany over fresh topics with the consumer's fetch settings, nothing
         else: the Kafka client's ceiling.
-decode  handlers.decode.decode, and variants of the same contract built here (a mirror of
-        handlers/events.py) to price its parts: the UTC-range validator, EmailStr, orjson alone.
+decode  handlers.fast_decode.decode_fast (production), handlers.decode.decode (pydantic alone),
+        and variants of the pydantic contract built here (a mirror of handlers/events.py) to price
+        its parts: the UTC-range validator, EmailStr, orjson alone.
 apply   the batches' upserts into a fresh database, three ways with the same collapse and the
-        same final rows: production (handlers.apply.apply_events through SQLAlchemy), the same
-        SQL through the raw asyncpg connection, and COPY into a temp table + INSERT ... SELECT;
-        production at several batch sizes. Every variant's tables are checked against the model.
+        same final rows: production (handlers.apply.apply_events through SQLAlchemy: the rows as
+        one JSON parameter), the same SQL through the raw asyncpg connection, and COPY into a
+        temp table + INSERT ... SELECT; production at several batch sizes. Every variant's
+        tables are checked against the model.
 """
 
 from __future__ import annotations
@@ -167,10 +169,12 @@ def _orjson_then_python():
 
 def decode_variants(values: list[bytes], rounds: int = 3) -> dict:
     from handlers.decode import decode
+    from handlers.fast_decode import decode_fast
 
     n = len(values)
     variants = {
-        "production handlers.decode.decode": decode,
+        "production handlers.fast_decode.decode_fast (msgspec, pydantic for what it declines)": decode_fast,
+        "handlers.decode.decode (pydantic alone)": decode,
         "mirror of production (sanity check)": make_adapter(_utc_astimezone, "EmailStr").validate_json,
         "UTC check only near year 1/9999": make_adapter(_utc_cheap, "EmailStr").validate_json,
         "no UTC check at all": make_adapter(None, "EmailStr").validate_json,
@@ -231,7 +235,8 @@ def _compiled(stmt, dialect) -> tuple[str, list[str]]:
 
 
 class RawApplier:
-    """Aggregate.apply with the same collapse, rows and SQL, executed on the raw asyncpg connection."""
+    """Aggregate.prepare + the same statements as Aggregate.write, executed on the raw asyncpg
+    connection (what SQLAlchemy's execution adds per statement)."""
 
     def __init__(self, aggregate, dialect) -> None:
         self.a = aggregate
@@ -240,24 +245,16 @@ class RawApplier:
         self.patch_sql, self.patch_order = _compiled(aggregate._patch_upsert, dialect)
 
     async def apply(self, conn, events) -> None:
-        from handlers.collapse import collapse
-        from handlers.sql import columns_of
-
-        a = self.a
-        changes, _ = collapse(events, a._is_full)
-        if not changes:
+        prepared = self.a.prepare(events)
+        if not prepared.entity_ids:
             return
-        ids = [c.entity_id for c in changes]
-        full_rows = [a._full_row(c) for c in changes if c.full is not None]
-        if full_rows:
-            params = {"entity_ids": ids, **columns_of(full_rows, a._columns)}
+        if prepared.full_rows is not None:
+            params = {"entity_ids": prepared.entity_ids, "rows": prepared.full_rows}
             await conn.fetch(self.full_sql, *[params[k] for k in self.full_order])
         else:
-            await conn.fetch(self.only_sql, ids)
-        patch_rows = [a._patch_row(c) for c in changes if c.patch is not None]
-        if patch_rows:
-            params = columns_of(patch_rows, a._columns)
-            await conn.execute(self.patch_sql, *[params[k] for k in self.patch_order])
+            await conn.fetch(self.only_sql, prepared.entity_ids)
+        if prepared.patch_rows is not None:
+            await conn.execute(self.patch_sql, prepared.patch_rows)
 
 
 PATCH_UPDATE = {

@@ -1,8 +1,9 @@
 """The two ceilings, each run by bench.run as a child process that prints one JSON line.
 
     python -m bench.limits decode --values FILE
-        every raw record value through handlers.decode.decode (pydantic, the consumer's own
-        decoding), no Kafka, no database; orjson.loads alone is timed too, for reference.
+        every raw record value through handlers.fast_decode.decode_fast (the consumer's own
+        decoding: msgspec, and pydantic for what msgspec declines), no Kafka, no database;
+        handlers.decode.decode (pydantic alone) and orjson.loads alone are timed too, for reference.
 
     python -m bench.limits db --database-url URL --rows FILE
         the final rows (from the model) written the fastest way PostgreSQL offers: in one
@@ -19,6 +20,7 @@ import gc
 import pickle
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -28,41 +30,62 @@ from bench.workload import ORDER_COLUMNS, USER_COLUMNS, read_values
 
 def decode_limit(values_path: Path) -> dict:
     from bench.common import Interference, self_hwm_bytes
-    from handlers.decode import Poison, Tombstone, decode
+    from handlers.decode import decode
+    from handlers.fast_decode import _decode_msgspec, decode_fast
 
     values = read_values(values_path)
     gc.collect()
     meter = Interference()
     cpu0, t0 = time.process_time(), time.perf_counter()
-    events = poison = 0
-    for value in values:
-        result = decode(value)
-        if isinstance(result, Poison):
-            poison += 1
-        elif not isinstance(result, Tombstone):
-            events += 1
+    events, poison = _count(decode_fast, values)
     seconds = time.perf_counter() - t0
     cpu = time.process_time() - cpu0
     interference = meter.end(0.0)  # this process is the contestant
+    gc.collect()
     t1 = time.perf_counter()
+    pydantic_events, pydantic_poison = _count(decode, values)
+    pydantic_s = time.perf_counter() - t1
+    t2 = time.perf_counter()
     for value in values:
         try:
             orjson.loads(value)
         except orjson.JSONDecodeError:
             pass
-    orjson_s = time.perf_counter() - t1
+    orjson_s = time.perf_counter() - t2
+    fast_path = sum(1 for value in values if _decode_msgspec(value) is not None)
     return {
+        "decoder": "handlers.fast_decode.decode_fast",
         "records": len(values),
         "events": events,
         "poison": poison,
         "seconds": round(seconds, 4),
         "cpu_s": round(cpu, 3),
         "records_per_s": round(len(values) / seconds, 1),
+        "fast_path_records": fast_path,  # taken by msgspec; the rest went to pydantic
+        "pydantic_events": pydantic_events,
+        "pydantic_poison": pydantic_poison,
+        "pydantic_seconds": round(pydantic_s, 4),
+        "pydantic_records_per_s": round(len(values) / pydantic_s, 1),
+        "speedup_over_pydantic": round(pydantic_s / seconds, 2),
         "orjson_loads_seconds": round(orjson_s, 4),
         "orjson_loads_per_s": round(len(values) / orjson_s, 1),
         "hwm_bytes": self_hwm_bytes(),
         **interference,
     }
+
+
+def _count(decode_one: Callable[[bytes], object], values: list[bytes]) -> tuple[int, int]:
+    """(events, poison) of decoding every value."""
+    from handlers.decode import Poison, Tombstone
+
+    events = poison = 0
+    for value in values:
+        result = decode_one(value)
+        if isinstance(result, Poison):
+            poison += 1
+        elif not isinstance(result, Tombstone):
+            events += 1
+    return events, poison
 
 
 def _upsert_sql(table: str, columns: tuple[str, ...], temp: str) -> str:

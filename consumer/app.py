@@ -143,6 +143,7 @@ async def run(settings: Settings) -> int:
             batch_max_records=settings.batch_max_records,
             backoff=backoff,
             shutdown_timeout_s=settings.shutdown_timeout_s,
+            write_concurrency=settings.write_concurrency,
             metrics=metrics,
         )
         loop_ref.append(loop)
@@ -157,6 +158,7 @@ async def run(settings: Settings) -> int:
             group_id=settings.kafka_group_id,
             bootstrap_servers=settings.kafka_bootstrap_servers,
             batch_max_records=settings.batch_max_records,
+            write_concurrency=settings.write_concurrency,
         )
         health.attach(loop, consumer)
         _tune_gc()

@@ -7,7 +7,8 @@ from typing import Any, Protocol
 
 from aiokafka import TopicPartition
 
-from handlers.decode import Poison, Tombstone, decode
+from handlers.decode import Poison, Tombstone
+from handlers.fast_decode import decode_fast
 
 
 class Record(Protocol):
@@ -36,6 +37,8 @@ class Batch:
     first_offsets: dict[TopicPartition, int] = field(default_factory=dict)
     next_offsets: dict[TopicPartition, int] = field(default_factory=dict)  # last offset + 1
     size: int = 0
+    labels: list[tuple[str, str]] = field(default_factory=list)  # (topic, event_type) per event, set by the loop
+    prepared: Any = None  # handlers.apply.PreparedEvents of `events`, set by the loop
 
     @property
     def partitions(self) -> list[TopicPartition]:
@@ -45,22 +48,28 @@ class Batch:
 def build_batch(records: Mapping[TopicPartition, Sequence[Record]]) -> Batch:
     batch = Batch()
     for tp in sorted(records):
-        recs = records[tp]
-        if not recs:
-            continue
-        batch.first_offsets[tp] = recs[0].offset
-        batch.next_offsets[tp] = recs[-1].offset + 1
-        batch.size += len(recs)
-        for record in recs:
-            decoded = decode(record.value)
-            if isinstance(decoded, Tombstone):
-                batch.tombstones[record.topic] += 1
-            elif isinstance(decoded, Poison):
-                batch.poison.append(PoisonRecord(record, decoded))
-            else:
-                batch.events.append(decoded)
-                batch.event_records.append(record)
+        add_records(batch, tp, records[tp])
     return batch
+
+
+def add_records(batch: Batch, tp: TopicPartition, recs: Sequence[Record]) -> None:
+    """Decodes `recs` (consecutive records of one partition, in offset order, following any of
+    that partition already in the batch) into the batch."""
+    if not recs:
+        return
+    batch.first_offsets.setdefault(tp, recs[0].offset)
+    batch.next_offsets[tp] = recs[-1].offset + 1
+    batch.size += len(recs)
+    events, event_records = batch.events, batch.event_records
+    for record in recs:
+        decoded = decode_fast(record.value)
+        if isinstance(decoded, Tombstone):
+            batch.tombstones[record.topic] += 1
+        elif isinstance(decoded, Poison):
+            batch.poison.append(PoisonRecord(record, decoded))
+        else:
+            events.append(decoded)
+            event_records.append(record)
 
 
 def dead_letter_headers(item: PoisonRecord) -> list[tuple[str, bytes]]:

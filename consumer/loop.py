@@ -22,7 +22,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from consumer.batch import Batch, PoisonRecord, build_batch
+from consumer.batch import Batch, PoisonRecord, add_records
 from consumer.dead_letter import apply_isolating, send_dead_letters
 from consumer.metrics import UNKNOWN_EVENT_TYPE, ConsumerMetrics
 from consumer.offsets import load_positions, lock_positions, save_positions
@@ -37,13 +37,14 @@ from consumer.retry import (
     sqlstate_of,
 )
 from handlers.aggregate import Aggregate
-from handlers.apply import apply_events
+from handlers.apply import PreparedEvents, route_labelled, write_prepared
 
 T = TypeVar("T")
 log = structlog.get_logger("consumer.loop")
 
 KAFKA_COMMIT_ATTEMPTS = 5
 LAG_REFRESH_IDLE_S = 5.0  # how often idle polls refresh the lag gauges
+PREPARE_CHUNK = 1000  # records decoded between two yields to the event loop
 
 
 class Abandoned(Exception):
@@ -89,6 +90,7 @@ class ConsumerLoop:
         backoff: Backoff,
         shutdown_timeout_s: float,
         poll_timeout_ms: int = 500,
+        write_concurrency: int = 1,
         metrics: ConsumerMetrics | None = None,
     ) -> None:
         self._consumer = consumer
@@ -101,6 +103,7 @@ class ConsumerLoop:
         self._backoff = backoff
         self._shutdown_timeout_s = shutdown_timeout_s
         self._poll_timeout_ms = poll_timeout_ms
+        self._write_concurrency = write_concurrency
         self._lock = asyncio.Lock()
         self._generation = 0
         self._stopping = asyncio.Event()
@@ -125,67 +128,163 @@ class ConsumerLoop:
         return self._stopping.is_set()
 
     async def run(self) -> None:
+        """Fetch, decode and prepare batch N+1 while batch N is in the database (a two-stage
+        pipeline: the Python work of one batch overlaps PostgreSQL's work on the other). N+1 is
+        only written after all of N committed, in the same generation; otherwise it is dropped
+        and its records fetched again."""
         self.stats.last_progress_at = time.monotonic()
-        while not self._stopping.is_set():
-            records = await self._consumer.getmany(timeout_ms=self._poll_timeout_ms, max_records=self._batch_max_records)
-            self.stats.last_progress_at = time.monotonic()
-            if not records:
-                if self._pending_commit:
-                    async with self._lock:
-                        await self._commit_kafka({})
-                if time.monotonic() - self._lag_refreshed_at >= LAG_REFRESH_IDLE_S:
-                    async with self._lock:
-                        await self._refresh_lag()
-                continue
-            async with self._lock:
-                await self.process(records)
+        inflight: asyncio.Task[set[TopicPartition]] | None = None
+        try:
+            while not self._stopping.is_set():
+                timeout_ms = 0 if inflight is not None else self._poll_timeout_ms
+                records = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=self._batch_max_records)
+                self.stats.last_progress_at = time.monotonic()
+                if not records:
+                    if inflight is not None:
+                        task, inflight = inflight, None
+                        await task
+                        continue
+                    if self._pending_commit:
+                        async with self._lock:
+                            await self._commit_kafka({})
+                    if time.monotonic() - self._lag_refreshed_at >= LAG_REFRESH_IDLE_S:
+                        async with self._lock:
+                            await self._refresh_lag()
+                    continue
+                generation = self._generation
+                parts = await self._prepare(records)
+                if inflight is not None:
+                    task, inflight = inflight, None
+                    unsettled = await task
+                    if unsettled:
+                        self._drop(parts, generation, unsettled)
+                        continue
+                if generation != self._generation or self._stopping.is_set():
+                    self._drop(parts, generation, set())
+                    continue
+                inflight = asyncio.create_task(self._process_locked(parts, generation))
+        finally:
+            if inflight is not None:
+                await inflight
         async with self._lock:
             if self._pending_commit:
                 await self._commit_kafka({})
 
+    def _drop(self, parts: list[Batch], generation: int, unsettled: set[TopicPartition]) -> None:
+        """Prepared parts that must not be written (the batch before did not fully commit, or a
+        rebalance or stop came in between): make sure their records are fetched again."""
+        if generation != self._generation or self._stopping.is_set():
+            return  # a rebalance reset the positions (or we are stopping): nothing to undo
+        # The previous batch's `unsettled` partitions were re-sought to where the database is;
+        # seeking those to this batch's offsets could skip records. The others go back here.
+        assigned = self._consumer.assignment()
+        for part in parts:
+            for tp in part.partitions:
+                if tp in assigned and tp not in unsettled:
+                    self._consumer.seek(tp, part.first_offsets[tp])
+        log.debug("prepared batch dropped; its records will be fetched again", records=sum(p.size for p in parts))
+
     # -- one batch -------------------------------------------------------------------------
 
-    async def process(self, records: Mapping[TopicPartition, list]) -> None:
+    async def _prepare(self, records: Mapping[TopicPartition, list]) -> list[Batch]:
+        """Decode and prepare, one part per writer (disjoint partitions), yielding to the event
+        loop between chunks so that the batch in flight can send its next statement as soon as
+        the database answers the last one."""
+        parts = []
+        for tps in deal_partitions({tp: len(recs) for tp, recs in records.items() if recs}, self._write_concurrency):
+            batch = Batch()
+            for tp in tps:
+                recs = records[tp]
+                for start in range(0, len(recs), PREPARE_CHUNK):
+                    add_records(batch, tp, recs[start : start + PREPARE_CHUNK])
+                    await asyncio.sleep(0)
+            labels = batch.labels = [(record.topic, event.event_type) for event, record in zip(batch.events, batch.event_records)]
+            prepared = []
+            for aggregate, (events, event_labels) in route_labelled(self._registry, batch.events, labels).items():
+                prepared.append((aggregate.prepare(events), event_labels))
+                await asyncio.sleep(0)
+            batch.prepared = PreparedEvents(prepared)
+            parts.append(batch)
+        return parts
+
+    async def _process_locked(self, parts: list[Batch], generation: int) -> set[TopicPartition]:
+        async with self._lock:
+            return await self._process_parts(parts, generation)
+
+    async def process(self, records: Mapping[TopicPartition, list]) -> bool:
+        """One fetched batch, start to end (the caller holds no lock). True if all of it committed."""
         generation = self._generation
-        batch = build_batch(records)
+        parts = await self._prepare(records)
+        async with self._lock:
+            return not await self._process_parts(parts, generation)
+
+    async def _process_parts(self, parts: list[Batch], generation: int) -> set[TopicPartition]:
+        """Dead letters first (all parts), then each part in its own transaction, concurrently,
+        then Kafka's offsets for the parts that committed. Returns the partitions that did not
+        commit (their positions were dealt with: re-sought, or left to the rebalance)."""
         started = time.monotonic()
+        everything = {tp for part in parts for tp in part.partitions}
+        poison = [item for part in parts for item in part.poison]
         try:
-            if batch.poison:
-                await self._retrying("dead-letter", lambda: self._dead_letter(batch.poison), generation, is_transient_kafka_error)
-            counts = await self._retrying("apply", lambda: self._apply(batch), generation, is_transient_db_error)
+            if poison:
+                await self._retrying("dead-letter", lambda: self._dead_letter(poison), generation, is_transient_kafka_error)
         except Abandoned as exc:
-            log.warning("batch abandoned uncommitted; it will be fetched again", reason=str(exc), records=batch.size)
-            return
-        except StaleBatch as exc:
-            self._reseek(batch, exc.stored)
-            return
+            log.warning("batch abandoned uncommitted; it will be fetched again", reason=str(exc), records=sum(p.size for p in parts))
+            return everything
+        results = await asyncio.gather(*(self._write_part(part, generation) for part in parts), return_exceptions=True)
+        unsettled: set[TopicPartition] = set()
+        committed: dict[TopicPartition, int] = {}
+        committed_parts = 0
+        failure: BaseException | None = None
+        for part, result in zip(parts, results):
+            if isinstance(result, Counter):
+                committed.update(part.next_offsets)
+                committed_parts += 1
+                continue
+            unsettled.update(part.partitions)
+            if isinstance(result, StaleBatch):
+                self._reseek(part, result.stored)
+            elif isinstance(result, Abandoned):
+                log.warning("batch abandoned uncommitted; it will be fetched again", reason=str(result), records=part.size)
+            else:
+                failure = failure or result
+        if committed:
+            await self._commit_kafka(committed)
+            for _ in range(committed_parts):  # one per transaction, as the batch size histogram
+                self.metrics.batch_duration.observe(time.monotonic() - started)
+        await self._refresh_lag()
+        if failure is not None:
+            raise failure
+        return unsettled
+
+    async def _write_part(self, part: Batch, generation: int) -> Counter:
+        started = time.monotonic()
+        counts = await self._retrying("apply", lambda: self._apply(part), generation, is_transient_db_error)
         self.stats.batches += 1
-        self.stats.consumed += batch.size
+        self.stats.consumed += part.size
         self.stats.applied += counts["applied"]
         self.stats.stale += counts["stale"]
         self.stats.dead_lettered += counts["dead_lettered"]
-        self.stats.tombstones += sum(batch.tombstones.values())
+        self.stats.tombstones += sum(part.tombstones.values())
         self.stats.last_progress_at = time.monotonic()
-        self._record_metrics(batch, counts)
+        self._record_metrics(part, counts)
+        seconds = time.monotonic() - started
         log.debug(
             "batch committed to the database",
-            records=batch.size,
+            records=part.size,
+            partitions=len(part.next_offsets),
             applied=counts["applied"],
             stale=counts["stale"],
             dead_lettered=counts["dead_lettered"],
-            tombstones=sum(batch.tombstones.values()),
-            seconds=round(time.monotonic() - started, 4),
+            tombstones=sum(part.tombstones.values()),
+            seconds=round(seconds, 4),
         )
-        await self._commit_kafka(batch.next_offsets)
-        self.metrics.batch_duration.observe(time.monotonic() - started)
-        await self._refresh_lag()
+        return counts
 
     def _record_metrics(self, batch: Batch, counts: Counter) -> None:
         """Per (topic, event_type): events by their type, poison records and tombstones as "unknown".
         Applied/stale/dead-lettered events come labelled in `counts` from the apply step."""
-        consumed: Counter = Counter()
-        for event, record in zip(batch.events, batch.event_records):
-            consumed[(record.topic, event.event_type)] += 1
+        consumed: Counter = Counter(batch.labels)
         poison: Counter = Counter((item.record.topic, UNKNOWN_EVENT_TYPE) for item in batch.poison)
         consumed.update(poison)
         for topic, n in batch.tombstones.items():
@@ -228,8 +327,7 @@ class ConsumerLoop:
         ahead = {tp: pos for tp, pos in stored.items() if pos > batch.first_offsets[tp]}
         if ahead:
             raise StaleBatch(stored)
-        labels = [(record.topic, event.event_type) for event, record in zip(batch.events, batch.event_records)]
-        return await apply_events(conn, self._registry, batch.events, labels)
+        return await write_prepared(conn, batch.prepared)
 
     async def _apply_isolating(self, batch: Batch) -> Counter:
         """Slow path after a non-transient database error: the rejected events are dead-lettered
@@ -366,6 +464,18 @@ class ConsumerLoop:
         return await retry_transient(
             operation, what=what, is_transient=is_transient, backoff=self._backoff, before_retry=before_retry
         )
+
+
+def deal_partitions(sizes: Mapping[TopicPartition, int], parts: int) -> list[list[TopicPartition]]:
+    """Deals the partitions of a fetch to at most `parts` writers: the biggest first, each to the
+    writer with the fewest records so far. Each writer's list is sorted."""
+    groups: list[list[TopicPartition]] = [[] for _ in range(max(1, min(parts, len(sizes))))]
+    loads = [0] * len(groups)
+    for tp in sorted(sizes, key=lambda tp: (-sizes[tp], tp)):
+        i = loads.index(min(loads))
+        groups[i].append(tp)
+        loads[i] += sizes[tp]
+    return [sorted(group) for group in groups if group]
 
 
 class RebalanceListener(ConsumerRebalanceListener):

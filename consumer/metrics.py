@@ -55,7 +55,7 @@ class ConsumerMetrics:
         )
         self.batch_duration = Histogram(
             "batch_duration_seconds",
-            "Seconds from fetch to Kafka commit per committed batch (dead-lettering, apply with retries, commit).",
+            "Seconds from decoded batch to Kafka commit per committed batch transaction (dead-lettering, apply with retries, commit).",
             namespace=ns,
             registry=r,
             buckets=BATCH_SECONDS_BUCKETS,

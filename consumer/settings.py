@@ -29,6 +29,7 @@ class Settings(BaseSettings):
     kafka_ssl_cafile: str | None = None
     database_url: SecretStr
     batch_max_records: int = Field(2000, ge=1, le=100_000)
+    write_concurrency: int = Field(2, ge=1, le=32)
     fetch_max_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     max_partition_fetch_bytes: int = Field(2 * 1024 * 1024, ge=1024)
     max_poll_interval_ms: int = Field(300_000, ge=1000)
@@ -106,6 +107,13 @@ class Settings(BaseSettings):
         # A batch that keeps retrying reports progress once per attempt, so the threshold must exceed the backoff cap.
         if self.health_stuck_after_s <= self.retry_max_s:
             raise ValueError("HEALTH_STUCK_AFTER_S must be greater than RETRY_MAX_S")
+        return self
+
+    @model_validator(mode="after")
+    def _check_pool(self) -> "Settings":
+        # Each writer holds a connection for its transaction; /readyz and the rebalance listener need one more.
+        if self.write_concurrency >= self.db_pool_size + self.db_max_overflow:
+            raise ValueError("WRITE_CONCURRENCY must be less than DB_POOL_SIZE + DB_MAX_OVERFLOW")
         return self
 
     def dlq_topic(self, topic: str) -> str:

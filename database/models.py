@@ -4,6 +4,8 @@ There is deliberately no foreign key from orders.user_id to users.id: topics hav
 order between them, so an order may land before its user (see README, "Orders before users").
 Columns that only a full-state event can fill (email, name, user_id, total) are nullable,
 because a delete or cancel may be the first event the read model sees of an entity.
+users and orders are stored with fillfactor 75 (migration 0002: room for HOT updates); that is a
+storage parameter, set by the migration, not part of what autogenerate compares.
 """
 
 from datetime import datetime

@@ -7,7 +7,7 @@ from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from handlers.collapse import EntityChange, applies_one_by_one, collapse
-from handlers.sql import columns_of, stored_versions_then, unnest_upsert
+from handlers.sql import recordset_upsert, rows_json, stored_versions_then
 
 Row = dict[str, object]
 
@@ -42,30 +42,54 @@ class Aggregate:
         self._patch_row = patch_row
         columns = [c.name for c in table.columns]
         self._columns = columns
-        self._full_upsert = unnest_upsert(table, columns, [c for c in columns if c not in ("id", "created_at")])
-        self._patch_upsert = unnest_upsert(table, columns, patch_update)
+        self._full_upsert = recordset_upsert(table, columns, [c for c in columns if c not in ("id", "created_at")])
+        self._patch_upsert = recordset_upsert(table, columns, patch_update)
         self._versions_with_full = stored_versions_then(table, self._full_upsert)
         self._versions_only = stored_versions_then(table, None)
 
     def _is_full(self, event) -> bool:
         return event.event_type in self.full_event_types
 
-    async def apply(self, conn: AsyncConnection, events: Sequence) -> Applied:
-        """Applies events (in offset order) inside the caller's transaction. Never commits."""
+    def prepare(self, events: Sequence) -> "Prepared":
+        """Pure: the batch's events (in offset order) collapsed into the statements' parameters.
+        The loop prepares the next batch while the database works on this one."""
         changes, _ = collapse(events, self._is_full)
-        if not changes:
-            return Applied(0, 0, ())
-        entity_ids = [c.entity_id for c in changes]
         full_rows = [self._full_row(c) for c in changes if c.full is not None]
-        if full_rows:
-            params = {"entity_ids": entity_ids, **columns_of(full_rows, self._columns)}
+        patch_rows = [self._patch_row(c) for c in changes if c.patch is not None]
+        return Prepared(
+            aggregate=self,
+            events=events,
+            entity_ids=[c.entity_id for c in changes],
+            full_rows=rows_json(full_rows) if full_rows else None,
+            patch_rows=rows_json(patch_rows) if patch_rows else None,
+        )
+
+    async def write(self, conn: AsyncConnection, prepared: "Prepared") -> Applied:
+        """Writes a prepared batch inside the caller's transaction. Never commits."""
+        if not prepared.entity_ids:
+            return Applied(0, 0, ())
+        if prepared.full_rows is not None:
+            params = {"entity_ids": prepared.entity_ids, "rows": prepared.full_rows}
             result = await conn.execute(self._versions_with_full, params)
         else:
-            result = await conn.execute(self._versions_only, {"entity_ids": entity_ids})
-        stored = {row.id: row.version for row in result}
-        patch_rows = [self._patch_row(c) for c in changes if c.patch is not None]
-        if patch_rows:
-            await conn.execute(self._patch_upsert, columns_of(patch_rows, self._columns))
-        outcomes = tuple(applies_one_by_one(events, stored))
+            result = await conn.execute(self._versions_only, {"entity_ids": prepared.entity_ids})
+        ids, versions = result.one()
+        stored = dict(zip(ids, versions)) if ids else {}
+        if prepared.patch_rows is not None:
+            await conn.execute(self._patch_upsert, {"rows": prepared.patch_rows})
+        outcomes = tuple(applies_one_by_one(prepared.events, stored))
         applied = sum(outcomes)
         return Applied(applied, len(outcomes) - applied, outcomes)
+
+    async def apply(self, conn: AsyncConnection, events: Sequence) -> Applied:
+        """Applies events (in offset order) inside the caller's transaction. Never commits."""
+        return await self.write(conn, self.prepare(events))
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    aggregate: Aggregate
+    events: Sequence
+    entity_ids: list[int]
+    full_rows: str | None  # JSON array of row objects, or None
+    patch_rows: str | None

@@ -26,17 +26,19 @@ class EntityChange(Generic[E]):
 def collapse(events: Iterable[E], is_full: Callable[[E], bool]) -> tuple[list[EntityChange[E]], int]:
     """Returns the changes sorted by entity id, and how many events were stale within the batch."""
     changes: dict[int, EntityChange[E]] = {}
+    get = changes.get
     stale = 0
     for event in events:
         entity_id = event.data.id  # type: ignore[attr-defined]
         version = event.version  # type: ignore[attr-defined]
-        change = changes.get(entity_id)
+        change = get(entity_id)
         if change is None:
-            change = changes[entity_id] = EntityChange(entity_id, event.occurred_at)  # type: ignore[attr-defined]
+            change = changes[entity_id] = EntityChange(entity_id, event.occurred_at, versions=[version])  # type: ignore[attr-defined]
         elif version <= change.versions[-1]:
             stale += 1
             continue
-        change.versions.append(version)
+        else:
+            change.versions.append(version)
         if is_full(event):
             change.full = event
             change.patch = None
@@ -49,13 +51,21 @@ def applies_one_by_one(events: Iterable[E], stored_versions: dict[int, int]) -> 
     """Per event, in order: does it apply when the events are applied one by one to the stored
     versions? The same rule as collapse + count_outcomes, per event, for attributing counts."""
     best: dict[int, int] = {}
+    stored_get = stored_versions.get
     out = []
+    append = out.append
     for event in events:
         entity_id = event.data.id  # type: ignore[attr-defined]
-        current = best.get(entity_id, stored_versions.get(entity_id, 0))
-        applies = event.version > current  # type: ignore[attr-defined]
-        best[entity_id] = event.version if applies else current  # type: ignore[attr-defined]
-        out.append(applies)
+        version = event.version  # type: ignore[attr-defined]
+        current = best.get(entity_id)
+        if current is None:
+            current = stored_get(entity_id, 0)
+        if version > current:
+            best[entity_id] = version
+            append(True)
+        else:
+            best[entity_id] = current
+            append(False)
     return out
 
 

@@ -11,9 +11,8 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaConnectio
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from consumer.batch import Batch
-from consumer.loop import KAFKA_COMMIT_ATTEMPTS, ConsumerLoop
+from consumer.loop import KAFKA_COMMIT_ATTEMPTS, ConsumerLoop, StaleBatch, deal_partitions
 from consumer.retry import Backoff
-from handlers.events import UserCreated
 from handlers.registry import build_registry
 from tests.unit.records import Rec
 
@@ -116,7 +115,7 @@ class Harness:
 
 @pytest.fixture
 def make(monkeypatch):
-    def build(*, assigned=(TP0, TP1, TP_ORDERS), producer_failures=0, apply_errors=None, commit_errors=None) -> Harness:
+    def build(*, assigned=(TP0, TP1, TP_ORDERS), producer_failures=0, apply_errors=None, commit_errors=None, write_concurrency=1) -> Harness:
         log: list = []
         consumer = FakeConsumer(log, set(assigned), commit_errors)
         producer = FakeProducer(log, producer_failures)
@@ -137,6 +136,7 @@ def make(monkeypatch):
             backoff=Backoff(initial_s=0.001, max_s=0.002),
             shutdown_timeout_s=5.0,
             poll_timeout_ms=1,
+            write_concurrency=write_concurrency,
         )
         return Harness(loop, consumer, producer, fake_apply, log)
 
@@ -153,7 +153,7 @@ async def test_valid_batch_is_applied_then_committed(make):
 
     assert h.producer.sent == []
     [batch] = h.apply.batches
-    assert [type(e) for e in batch.events] == [UserCreated] * 3
+    assert [e.event_type for e in batch.events] == ["user.created"] * 3
     assert [e.data.id for e in batch.events] == [1, 2, 3]
     assert [r.offset for r in batch.event_records] == [10, 11, 3]
     assert batch.first_offsets == {TP0: 10, TP1: 3}
@@ -399,3 +399,154 @@ async def test_run_processes_batches_until_stopped(make):
     assert h.loop.stats.dead_lettered == 1
     assert h.loop.stats.batches == 2
     assert h.loop.stopping
+
+
+# -- the pipeline: batch N+1 is prepared while batch N is in the database -----------------------
+
+
+def gated_run(h: Harness, monkeypatch, first_apply):
+    """Runs the loop with _apply = first_apply for the first batch (it may wait on the returned
+    gate) and the harness's FakeApply after; _prepare logs ("prepared", records)."""
+    gate = asyncio.Event()
+    original_prepare = ConsumerLoop._prepare
+    calls = 0
+
+    async def prepare(self, records):
+        parts = await original_prepare(self, records)
+        h.log.append(("prepared", sum(part.size for part in parts)))
+        return parts
+
+    async def _apply(self, batch):
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            return await first_apply(self, batch, gate)
+        return await h.apply(self, batch)
+
+    monkeypatch.setattr(ConsumerLoop, "_prepare", prepare)
+    monkeypatch.setattr(ConsumerLoop, "_apply", _apply)
+    return gate, asyncio.create_task(h.loop.run())
+
+
+async def wait_for(condition, attempts: int = 500) -> None:
+    for _ in range(attempts):
+        if condition():
+            return
+        await asyncio.sleep(0.001)
+    raise AssertionError("condition not reached")
+
+
+async def test_next_batch_is_prepared_while_one_is_in_flight_and_written_after_it(make, monkeypatch):
+    h = make()
+    h.consumer.batches = [{TP0: [rec(TP0, 0, user_value(1))]}, {TP0: [rec(TP0, 1, user_value(2)), rec(TP0, 2, user_value(3))]}]
+
+    async def first(self, batch, gate):
+        h.log.append(("apply", len(batch.events)))
+        await gate.wait()
+        return Counter(applied=len(batch.events))
+
+    gate, task = gated_run(h, monkeypatch, first)
+    await wait_for(lambda: ("prepared", 2) in h.log)
+    assert h.consumer.commits == []  # batch 2 was decoded and prepared while batch 1 was still in flight
+    gate.set()
+    await wait_for(lambda: len(h.consumer.commits) == 2)
+    h.loop.request_stop()
+    await asyncio.wait_for(task, timeout=5)
+    assert h.log == [("prepared", 1), ("apply", 1), ("prepared", 2), ("commit", {TP0: 1}), ("apply", 2), ("commit", {TP0: 3})]
+    assert h.consumer.seeks == []
+
+
+async def test_stale_batch_drops_the_prepared_next_one_and_rewinds_only_its_other_partitions(make, monkeypatch):
+    h = make()
+    h.consumer.batches = [
+        {TP0: [rec(TP0, 0, user_value(1))]},
+        {TP0: [rec(TP0, 1, user_value(1, 2))], TP1: [rec(TP1, 7, user_value(2))]},
+    ]
+
+    async def first(self, batch, gate):
+        await gate.wait()
+        raise StaleBatch({TP0: 5})  # the database already holds TP0 up to offset 5
+
+    gate, task = gated_run(h, monkeypatch, first)
+    await wait_for(lambda: ("prepared", 2) in h.log)
+    gate.set()
+    await wait_for(lambda: len(h.consumer.seeks) == 2)
+    h.loop.request_stop()
+    await asyncio.wait_for(task, timeout=5)
+    # TP0 goes where the database is (not back to batch 2's offset 1: that would redo, or with
+    # a database between 0 and 1, skip); TP1, only in batch 2, goes back to where batch 2 began.
+    assert h.consumer.seeks == [(TP0, 5), (TP1, 7)]
+    assert h.apply.batches == []  # batch 2 was never written
+    assert h.consumer.commits == []
+
+
+async def test_rebalance_while_the_next_batch_is_prepared_drops_it_without_seeking(make, monkeypatch):
+    h = make()
+    h.consumer.batches = [{TP0: [rec(TP0, 0, user_value(1))]}, {TP0: [rec(TP0, 1, user_value(2))]}, {}, {TP0: [rec(TP0, 1, user_value(2))]}]
+
+    async def first(self, batch, gate):
+        await gate.wait()
+        self._generation += 1  # what on_revoked does: the prepared batch belongs to the old assignment
+        return Counter(applied=1)
+
+    gate, task = gated_run(h, monkeypatch, first)
+    await wait_for(lambda: ("prepared", 1) in h.log[1:])
+    gate.set()
+    await wait_for(lambda: len(h.apply.batches) == 1)
+    h.loop.request_stop()
+    await asyncio.wait_for(task, timeout=5)
+    assert h.consumer.seeks == []  # the new assignment starts from the committed positions
+    assert [b.first_offsets for b in h.apply.batches] == [{TP0: 1}]  # fetched again, then written
+    assert h.consumer.commits == [{TP0: 1}, {TP0: 2}]
+
+
+# -- writers: disjoint partitions in concurrent transactions -----------------------------------
+
+
+def test_partitions_are_dealt_biggest_first_to_the_least_loaded_writer():
+    sizes = {TP0: 10, TP1: 7, TP_ORDERS: 5, TopicPartition("orders", 1): 4}
+    assert deal_partitions(sizes, 2) == [[TopicPartition("orders", 1), TP0], [TP_ORDERS, TP1]]  # 14 and 12 records
+    assert deal_partitions(sizes, 1) == [sorted(sizes)]
+    assert deal_partitions({TP0: 3}, 4) == [[TP0]]
+    assert deal_partitions({}, 2) == []
+
+
+async def test_each_writer_commits_its_own_partitions_in_its_own_transaction(make):
+    h = make(write_concurrency=2)
+    records = {TP0: [rec(TP0, 0, user_value(1)), rec(TP0, 1, user_value(2))], TP_ORDERS: [rec(TP_ORDERS, 5, None)]}
+    assert await h.loop.process(records) is True
+    assert sorted(tuple(b.partitions) for b in h.apply.batches) == [(TP_ORDERS,), (TP0,)]
+    assert h.consumer.commits == [{TP0: 2, TP_ORDERS: 6}]  # one Kafka commit, after both transactions
+    assert h.loop.stats.batches == 2 and h.loop.stats.consumed == 3
+
+
+async def test_a_stale_writer_does_not_hold_back_the_other(make, monkeypatch):
+    h = make(write_concurrency=2)
+
+    async def _apply(self, batch):
+        if TP0 in batch.partitions:
+            raise StaleBatch({TP0: 9})
+        return Counter(applied=len(batch.events))
+
+    monkeypatch.setattr(ConsumerLoop, "_apply", _apply)
+    records = {TP0: [rec(TP0, 0, user_value(1)), rec(TP0, 1, user_value(2))], TP1: [rec(TP1, 3, user_value(3))]}
+    assert await h.loop.process(records) is False
+    assert h.consumer.commits == [{TP1: 4}]
+    assert h.consumer.seeks == [(TP0, 9)]
+
+
+async def test_a_failing_writer_raises_after_the_other_committed(make, monkeypatch):
+    import asyncpg
+
+    h = make(write_concurrency=2)
+
+    async def _apply(self, batch):
+        if TP0 in batch.partitions:
+            raise IntegrityError("INSERT", {}, asyncpg.exceptions.CheckViolationError("x"))
+        return Counter(applied=len(batch.events))
+
+    monkeypatch.setattr(ConsumerLoop, "_apply", _apply)
+    records = {TP0: [rec(TP0, 0, user_value(1)), rec(TP0, 1, user_value(2))], TP1: [rec(TP1, 3, user_value(3))]}
+    with pytest.raises(IntegrityError):
+        await h.loop.process(records)
+    assert h.consumer.commits == [{TP1: 4}]  # what the database holds, Kafka may hold too

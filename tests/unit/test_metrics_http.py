@@ -361,9 +361,12 @@ class FakeAggregate:
         self.event_types = frozenset(event_types)
         self.calls: list[list] = []
 
-    async def apply(self, conn, events):
-        self.calls.append(list(events))
-        outcomes = tuple(applies_one_by_one(events, {}))
+    def prepare(self, events):
+        return SimpleNamespace(aggregate=self, events=list(events))
+
+    async def write(self, conn, prepared):
+        self.calls.append(prepared.events)
+        outcomes = tuple(applies_one_by_one(prepared.events, {}))
         return Applied(sum(outcomes), len(outcomes) - sum(outcomes), outcomes)
 
 
