@@ -9,7 +9,7 @@ contestant on its own fresh database and (where it reads Kafka) its own fresh co
   event-consumer   the real `python -m consumer run` process
   naive            bench/naive.py: getone, one session per message, SELECT + merge, commit, commit
   database limit   bench/limits.py db: the final rows by COPY + one upsert per table
-  decode limit     bench/limits.py decode: handlers.decode.decode over every record value
+  decode limit     bench/limits.py decode: handlers.fast_decode.decode_fast over every record value
 
 checks every finished contestant's tables against tests.model.ReadModel, prints one table and
 writes bench/results/<UTC timestamp>.json. Fresh databases and topics are removed at the end.
@@ -332,7 +332,7 @@ async def run_decode_limit(ctx: Context) -> dict:
     workload.write_values(values_file, ctx.wl.values())
     log = ctx.workdir / "decode.log"
     background = await wait_quiet(ctx.args.quiet_wait_s)
-    say("decode limit: handlers.decode.decode over every value")
+    say("decode limit: handlers.fast_decode.decode_fast over every value")
     proc = start_child([PY, "-m", "bench.limits", "decode", "--values", str(values_file)],
                        child_env(), log, cwd=ctx.workdir)
     fin = await reap(proc, sig=None, timeout_s=ctx.args.timeout_s)
