@@ -146,7 +146,8 @@ def test_defaults(env):
     assert s.kafka_dlq_suffix == ".dlq"
     assert s.kafka_client_id == "event-consumer"
     assert s.database_url.get_secret_value() == VALID_URL
-    assert s.batch_max_records == 2000
+    assert s.batch_max_records == 20_000
+    assert s.write_concurrency == 2
     assert s.fetch_max_bytes == 16 * 1024 * 1024
     assert s.max_partition_fetch_bytes == 2 * 1024 * 1024
     assert s.max_poll_interval_ms == 300_000
@@ -414,3 +415,12 @@ def test_transient_cause_makes_an_error_transient():
 )
 def test_kafka_error_classification(exc, transient):
     assert is_transient_kafka_error(exc) is transient
+
+
+@pytest.mark.parametrize(("concurrency", "pool", "overflow"), [("0", "5", "5"), ("33", "50", "50"), ("10", "5", "5"), ("3", "2", "1")])
+def test_bad_write_concurrency_names_the_variable(env, concurrency, pool, overflow):
+    env.setenv("WRITE_CONCURRENCY", concurrency)
+    env.setenv("DB_POOL_SIZE", pool)
+    env.setenv("DB_MAX_OVERFLOW", overflow)
+    with pytest.raises(SettingsError, match="WRITE_CONCURRENCY"):
+        load_settings()
