@@ -169,6 +169,7 @@ async def run_event_consumer(ctx: Context, label: str, *, profile: bool = False)
         if args.uvloop:
             env["EC_BENCH_UVLOOP"] = "1"
     log = ctx.workdir / f"{label}.log"
+    dlq_before = await dlq_count(ctx)  # earlier runs on the same topics dead-lettered too
     background = await wait_quiet(args.quiet_wait_s)
     say(f"{label}: starting {' '.join(argv[1:])} (group {group})")
     meter = Interference()
@@ -227,9 +228,9 @@ async def run_event_consumer(ctx: Context, label: str, *, profile: bool = False)
         result["error"] = f"did not catch up in {args.timeout_s} s (committed {watch.committed} of {n})"
         return result
     result["check"] = await check_tables(db, ctx.wl.model)
-    result["dead_lettered"] = await dlq_count(ctx) if label == "event-consumer" else None
+    result["dead_lettered"] = await dlq_count(ctx) - dlq_before
     ok = result["check"]["ok"] and fin.returncode == 0
-    if label == "event-consumer" and result["dead_lettered"] != ctx.wl.malformed:
+    if result["dead_lettered"] != ctx.wl.malformed:
         ok = False
         result["check"]["problems"].append(f"DLQ holds {result['dead_lettered']} records, expected {ctx.wl.malformed}")
     result["status"] = "OK" if ok else "FAILED"
@@ -370,6 +371,16 @@ def _progress(label: str, every: float = 5.0):
 # -- report ------------------------------------------------------------------------------------
 
 
+def median_run(runs: list[dict]) -> dict:
+    """The run with the median rate (the lower one of the middle two), or the first that failed:
+    a wrong answer in any round must show."""
+    failed = [r for r in runs if r.get("status") != "OK"]
+    if failed:
+        return failed[0]
+    ranked = sorted(runs, key=lambda r: r["events_per_s"])
+    return {**ranked[(len(ranked) - 1) // 2], "rounds": len(runs)}
+
+
 def ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3) if a and b else None
 
@@ -425,6 +436,11 @@ def table(result: dict) -> str:
     out.append(f"event-consumer / decode limit    = {_fmt_ratio(ratios['event_consumer_over_decode_limit'])}")
     out.append(f"  with event-consumer timed from process start: / database limit = "
                f"{_fmt_ratio(ratios.get('from_start_event_consumer_over_database_limit'))}")
+    rounds = result.get("rounds")
+    if rounds:
+        paired = ", ".join(_fmt_ratio(x) for x in rounds["event_consumer_over_database_limit"])
+        out.append(f"  {len(rounds['event_consumer_events_per_s'])} rounds (medians above); "
+                   f"event-consumer / database limit per round: {paired}")
     out.append("events/s leaves fixed start-up costs out of every contestant (event-consumer: from its group "
                "assignment; naive: from its first record; limits: the timed section); 'from start' keeps them in.")
     out.append("A contestant marked FAILED wrote wrong tables (or crashed): its rate does not count.")
@@ -509,8 +525,25 @@ async def amain(args: argparse.Namespace) -> dict:
         contestants = result["contestants"]
         if not args.skip_limits:
             contestants["decode limit"] = await run_decode_limit(ctx)
-            contestants["database limit"] = await run_db_limit(ctx)
-        contestants["event-consumer"] = await run_event_consumer(ctx, "event-consumer")
+        # With --rounds N the database limit and event-consumer alternate N times; the table
+        # shows each one's median run, and the paired ratios of every round are kept.
+        limit_runs, consumer_runs = [], []
+        for r in range(args.rounds):
+            if not args.skip_limits:
+                limit_runs.append(await run_db_limit(ctx))
+            consumer_runs.append(await run_event_consumer(ctx, "event-consumer" if args.rounds == 1 else f"event-consumer-{r + 1}"))
+        if limit_runs:
+            contestants["database limit"] = median_run(limit_runs)
+        contestants["event-consumer"] = median_run(consumer_runs)
+        if args.rounds > 1:
+            result["rounds"] = {
+                "database_limit_events_per_s": [r.get("events_per_s") for r in limit_runs],
+                "event_consumer_events_per_s": [r.get("events_per_s") for r in consumer_runs],
+                "event_consumer_over_database_limit": [
+                    ratio(c.get("events_per_s"), d.get("events_per_s")) if c.get("status") == d.get("status") == "OK" else None
+                    for c, d in zip(consumer_runs, limit_runs)
+                ],
+            }
         contestants["naive"] = None if args.skip_naive else await run_naive(ctx)
         if args.profile:
             prof = await run_event_consumer(ctx, "event-consumer-profiled", profile=True)
@@ -549,6 +582,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--naive-budget-s", type=float, default=60.0, help="time budget of the naive loop (default 60)")
     p.add_argument("--skip-naive", action="store_true", help="do not run the naive loop")
     p.add_argument("--skip-limits", action="store_true", help="do not run the database and decode limits")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="run the database limit and event-consumer this many times, alternating; the table "
+                        "shows each one's median run and the per-round ratios follow it (default 1)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--malformed", type=int, default=20, help="poison records mixed in (default 20)")
     p.add_argument("--partitions", type=int, default=3, help="partitions per topic (default 3)")

@@ -433,6 +433,10 @@ class ConsumerLoop:
                     committed = await self._consumer.committed(tp)
                     if committed is None or position > committed:
                         self._consumer.seek(tp, position)
+                        # Kafka's offset catches up with the database's at the next commit, even
+                        # if no record is left to fetch (the last batch's own commit may have
+                        # been refused by the rebalance that brought us here).
+                        self._pending_commit[tp] = max(position, self._pending_commit.get(tp, 0))
                         log.info("sought to the database position", topic=tp.topic, partition=tp.partition, offset=position, kafka_committed=committed)
         except Exception as exc:  # noqa: BLE001 - best effort, see docstring
             log.warning("could not read database positions on assignment; the batch fence will apply them", error=short_error(exc))

@@ -550,3 +550,29 @@ async def test_a_failing_writer_raises_after_the_other_committed(make, monkeypat
     with pytest.raises(IntegrityError):
         await h.loop.process(records)
     assert h.consumer.commits == [{TP1: 4}]  # what the database holds, Kafka may hold too
+
+
+async def test_assignment_behind_the_database_seeks_and_commits_the_database_position(make, monkeypatch):
+    """The last batch's Kafka commit can be refused by the very rebalance that moves its partition:
+    the new owner must bring Kafka's offset up to the database's even with nothing left to fetch."""
+    from contextlib import asynccontextmanager
+
+    h = make()
+
+    class FakeEngine:
+        @asynccontextmanager
+        async def connect(self):
+            yield None
+
+    async def load_positions(conn, group_id, tps):
+        return {TP0: 40}
+
+    h.loop._engine = FakeEngine()  # type: ignore[assignment]
+    monkeypatch.setattr("consumer.loop.load_positions", load_positions)
+    await h.loop.on_assigned([TP0])  # Kafka has no committed offset for TP0 (FakeConsumer.committed)
+    assert h.consumer.seeks == [(TP0, 40)]
+    task = asyncio.create_task(h.loop.run())  # no records at all
+    await wait_for(lambda: bool(h.consumer.commits))
+    h.loop.request_stop()
+    await asyncio.wait_for(task, timeout=5)
+    assert h.consumer.commits == [{TP0: 40}]
