@@ -37,7 +37,7 @@ from consumer.retry import (
     sqlstate_of,
 )
 from handlers.aggregate import Aggregate
-from handlers.apply import PreparedEvents, route_labelled, write_prepared
+from handlers.apply import PreparedEvents, iter_prepared, write_prepared
 
 T = TypeVar("T")
 log = structlog.get_logger("consumer.loop")
@@ -200,8 +200,8 @@ class ConsumerLoop:
                     await asyncio.sleep(0)
             labels = batch.labels = [(record.topic, event.event_type) for event, record in zip(batch.events, batch.event_records)]
             prepared = []
-            for aggregate, (events, event_labels) in route_labelled(self._registry, batch.events, labels).items():
-                prepared.append((aggregate.prepare(events), event_labels))
+            for part in iter_prepared(self._registry, batch.events, labels):
+                prepared.append(part)
                 await asyncio.sleep(0)
             batch.prepared = PreparedEvents(prepared)
             parts.append(batch)
