@@ -246,15 +246,15 @@ class RawApplier:
 
     async def apply(self, conn, events) -> None:
         prepared = self.a.prepare(events)
-        if not prepared.entity_ids:
+        if not prepared.entities:
             return
         if prepared.full_rows is not None:
-            params = {"entity_ids": prepared.entity_ids, "rows": prepared.full_rows}
+            params = {"entity_ids": prepared.entity_ids, **prepared.full_rows}
             await conn.fetch(self.full_sql, *[params[k] for k in self.full_order])
         else:
             await conn.fetch(self.only_sql, prepared.entity_ids)
         if prepared.patch_rows is not None:
-            await conn.execute(self.patch_sql, prepared.patch_rows)
+            await conn.execute(self.patch_sql, *[prepared.patch_rows[k] for k in self.patch_order])
 
 
 PATCH_UPDATE = {
@@ -305,13 +305,13 @@ class CopyApplier:
         cols = a._columns
         full_rows = [a._full_row(c) for c in changes if c.full is not None]
         if full_rows:
-            await conn.copy_records_to_table(self.temp_full, records=[tuple(r[k] for k in cols) for r in full_rows], columns=cols)
+            await conn.copy_records_to_table(self.temp_full, records=full_rows, columns=cols)
             await conn.fetch(self.full_sql, ids)
         else:
             await conn.fetch(self.only_sql, ids)
         patch_rows = [a._patch_row(c) for c in changes if c.patch is not None]
         if patch_rows:
-            await conn.copy_records_to_table(self.temp_patch, records=[tuple(r[k] for k in cols) for r in patch_rows], columns=cols)
+            await conn.copy_records_to_table(self.temp_patch, records=patch_rows, columns=cols)
             await conn.execute(self.patch_sql)
 
 

@@ -223,15 +223,20 @@ class ConsumerLoop:
         then Kafka's offsets for the parts that committed. Returns the partitions that did not
         commit (their positions were dealt with: re-sought, or left to the rebalance)."""
         started = time.monotonic()
-        everything = {tp for part in parts for tp in part.partitions}
         poison = [item for part in parts for item in part.poison]
-        try:
-            if poison:
-                await self._retrying("dead-letter", lambda: self._dead_letter(poison), generation, is_transient_kafka_error)
-        except Abandoned as exc:
-            log.warning("batch abandoned uncommitted; it will be fetched again", reason=str(exc), records=sum(p.size for p in parts))
-            return everything
-        results = await asyncio.gather(*(self._write_part(part, generation) for part in parts), return_exceptions=True)
+        # The dead letters go out while the transactions run; every transaction awaits their acks
+        # before its COMMIT, so a poison record is never behind a stored position without them.
+        dead_letters = (
+            asyncio.ensure_future(self._retrying("dead-letter", lambda: self._dead_letter(poison), generation, is_transient_kafka_error))
+            if poison
+            else None
+        )
+        results = await asyncio.gather(*(self._write_part(part, generation, dead_letters) for part in parts), return_exceptions=True)
+        if dead_letters is not None:
+            # Every part may have failed before awaiting it: its outcome is collected here.
+            await asyncio.wait([dead_letters])
+            if not dead_letters.cancelled() and isinstance(dead_letters.exception(), Abandoned):
+                log.warning("dead letters abandoned unsent", reason=str(dead_letters.exception()), records=len(poison))
         unsettled: set[TopicPartition] = set()
         committed: dict[TopicPartition, int] = {}
         committed_parts = 0
@@ -257,9 +262,9 @@ class ConsumerLoop:
             raise failure
         return unsettled
 
-    async def _write_part(self, part: Batch, generation: int) -> Counter:
+    async def _write_part(self, part: Batch, generation: int, dead_letters: Awaitable[None] | None = None) -> Counter:
         started = time.monotonic()
-        counts = await self._retrying("apply", lambda: self._apply(part), generation, is_transient_db_error)
+        counts = await self._retrying("apply", lambda: self._apply(part, dead_letters), generation, is_transient_db_error)
         self.stats.batches += 1
         self.stats.consumed += part.size
         self.stats.applied += counts["applied"]
@@ -309,18 +314,21 @@ class ConsumerLoop:
                 continue  # revoked meanwhile, or its position is being reset: next time
             self.metrics.set_lag(tp, highwater - position)
 
-    async def _apply(self, batch: Batch) -> Counter:
+    async def _apply(self, batch: Batch, dead_letters: Awaitable[None] | None = None) -> Counter:
+        """One transaction; `dead_letters` (the batch's DLQ sends) is awaited before its COMMIT."""
         try:
             async with self._engine.begin() as conn:
                 counts = await self._apply_in(conn, batch)
                 await save_positions(conn, self._group_id, batch.next_offsets)
+                if dead_letters is not None:
+                    await asyncio.shield(dead_letters)  # shared by the parts: one's cancellation is not the others'
             counts["dead_lettered"] += len(batch.poison)
             return counts
         except DBAPIError as exc:
             if is_transient_db_error(exc) or not is_data_error(exc):
                 raise
             log.warning("a record failed in the database; isolating it", error=short_error(exc), sqlstate=sqlstate_of(exc))
-        return await self._apply_isolating(batch)
+        return await self._apply_isolating(batch, dead_letters)
 
     async def _apply_in(self, conn: AsyncConnection, batch: Batch) -> Counter:
         stored = await lock_positions(conn, self._group_id, batch.partitions)
@@ -329,7 +337,7 @@ class ConsumerLoop:
             raise StaleBatch(stored)
         return await write_prepared(conn, batch.prepared)
 
-    async def _apply_isolating(self, batch: Batch) -> Counter:
+    async def _apply_isolating(self, batch: Batch, dead_letters: Awaitable[None] | None = None) -> Counter:
         """Slow path after a non-transient database error: the rejected events are dead-lettered
         (acked before the transaction commits), the rest applies with the offsets."""
         async with self._engine.begin() as conn:
@@ -340,6 +348,8 @@ class ConsumerLoop:
             if rejected:
                 await self._dead_letter(rejected)
             await save_positions(conn, self._group_id, batch.next_offsets)
+            if dead_letters is not None:
+                await asyncio.shield(dead_letters)
         counts["dead_lettered"] += len(batch.poison) + len(rejected)
         return counts
 

@@ -7,9 +7,9 @@ from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from handlers.collapse import EntityChange, applies_one_by_one, collapse
-from handlers.sql import recordset_upsert, rows_json, stored_versions_then
+from handlers.sql import array_literal, columns_params, stored_versions_then, unnest_upsert
 
-Row = dict[str, object]
+Row = tuple  # a row's values in its Aggregate's `columns` order
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +30,7 @@ class Aggregate:
         table: Table,
         full_event_types: frozenset[str],
         partial_event_types: frozenset[str],
+        columns: Sequence[str],
         full_row: Callable[[EntityChange], Row],
         patch_row: Callable[[EntityChange], Row],
         patch_update: Sequence[str],
@@ -40,10 +41,12 @@ class Aggregate:
         self.event_types = full_event_types | partial_event_types
         self._full_row = full_row
         self._patch_row = patch_row
-        columns = [c.name for c in table.columns]
+        if sorted(columns) != sorted(c.name for c in table.columns):
+            raise ValueError(f"{name}: the row builders' columns {list(columns)} are not the columns of {table.name}")
+        columns = list(columns)
         self._columns = columns
-        self._full_upsert = recordset_upsert(table, columns, [c for c in columns if c not in ("id", "created_at")])
-        self._patch_upsert = recordset_upsert(table, columns, patch_update)
+        self._full_upsert = unnest_upsert(table, columns, [c for c in columns if c not in ("id", "created_at")])
+        self._patch_upsert = unnest_upsert(table, columns, patch_update)
         self._versions_with_full = stored_versions_then(table, self._full_upsert)
         self._versions_only = stored_versions_then(table, None)
 
@@ -59,24 +62,24 @@ class Aggregate:
         return Prepared(
             aggregate=self,
             events=events,
-            entity_ids=[c.entity_id for c in changes],
-            full_rows=rows_json(full_rows) if full_rows else None,
-            patch_rows=rows_json(patch_rows) if patch_rows else None,
+            entities=len(changes),
+            entity_ids=array_literal([c.entity_id for c in changes]),
+            full_rows=columns_params(self._columns, full_rows) if full_rows else None,
+            patch_rows=columns_params(self._columns, patch_rows) if patch_rows else None,
         )
 
     async def write(self, conn: AsyncConnection, prepared: "Prepared") -> Applied:
         """Writes a prepared batch inside the caller's transaction. Never commits."""
-        if not prepared.entity_ids:
+        if not prepared.entities:
             return Applied(0, 0, ())
         if prepared.full_rows is not None:
-            params = {"entity_ids": prepared.entity_ids, "rows": prepared.full_rows}
-            result = await conn.execute(self._versions_with_full, params)
+            result = await conn.execute(self._versions_with_full, {"entity_ids": prepared.entity_ids, **prepared.full_rows})
         else:
             result = await conn.execute(self._versions_only, {"entity_ids": prepared.entity_ids})
         ids, versions = result.one()
         stored = dict(zip(ids, versions)) if ids else {}
         if prepared.patch_rows is not None:
-            await conn.execute(self._patch_upsert, {"rows": prepared.patch_rows})
+            await conn.execute(self._patch_upsert, prepared.patch_rows)
         outcomes = tuple(applies_one_by_one(prepared.events, stored))
         applied = sum(outcomes)
         return Applied(applied, len(outcomes) - applied, outcomes)
@@ -90,6 +93,7 @@ class Aggregate:
 class Prepared:
     aggregate: Aggregate
     events: Sequence
-    entity_ids: list[int]
-    full_rows: str | None  # JSON array of row objects, or None
-    patch_rows: str | None
+    entities: int  # how many entities the batch changes
+    entity_ids: str  # their ids, an array literal
+    full_rows: dict[str, str] | None  # the full-state upsert's parameters (an array literal per column), or None
+    patch_rows: dict[str, str] | None

@@ -86,13 +86,11 @@ def simulate_apply(aggregate: Aggregate, rows: dict[int, dict], events: list) ->
     columns = aggregate._columns
     for change in changes:
         if change.full is not None:
-            row = aggregate._full_row(change)
-            assert sorted(row) == sorted(columns)
+            row = dict(zip(columns, aggregate._full_row(change), strict=True))
             _guarded_upsert(rows, row, _update_columns(aggregate._full_upsert))
     for change in changes:
         if change.patch is not None:
-            row = aggregate._patch_row(change)
-            assert sorted(row) == sorted(columns)
+            row = dict(zip(columns, aggregate._patch_row(change), strict=True))
             _guarded_upsert(rows, row, _update_columns(aggregate._patch_upsert))
     applied, stale = count_outcomes(changes, stored)
     return applied, stale + stale_in_batch

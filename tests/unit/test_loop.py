@@ -96,7 +96,11 @@ class FakeApply:
         self.errors = list(errors or [])
         self.batches: list[Batch] = []
 
-    async def __call__(self, loop: ConsumerLoop, batch: Batch) -> Counter:
+    async def __call__(self, loop: ConsumerLoop, batch: Batch, dead_letters=None) -> Counter:
+        # Like the real _apply, the commit waits for the batch's dead letters to be acked; the
+        # log entry stands for the commit.
+        if dead_letters is not None:
+            await asyncio.shield(dead_letters)
         self.log.append(("apply", len(batch.events)))
         self.batches.append(batch)
         if self.errors:
@@ -121,8 +125,8 @@ def make(monkeypatch):
         producer = FakeProducer(log, producer_failures)
         fake_apply = FakeApply(log, apply_errors)
 
-        async def _apply(self, batch):
-            return await fake_apply(self, batch)
+        async def _apply(self, batch, dead_letters=None):
+            return await fake_apply(self, batch, dead_letters)
 
         monkeypatch.setattr(ConsumerLoop, "_apply", _apply)
         loop = ConsumerLoop(
@@ -251,6 +255,54 @@ async def test_dlq_send_is_retried_on_connection_errors_and_apply_waits_for_succ
     assert h.loop.stats.db_retries == 0
 
 
+async def test_dead_letters_overlap_the_transaction_and_its_commit_waits_for_their_acks(make, monkeypatch):
+    h = make()
+    ack = asyncio.get_running_loop().create_future()
+
+    async def send(topic, value=None, key=None, partition=None, timestamp_ms=None, headers=None):
+        h.log.append(("send", topic))
+        return ack
+
+    async def _apply(self, batch, dead_letters=None):
+        h.log.append(("statements", len(batch.events)))  # the transaction's work, before COMMIT
+        await asyncio.shield(dead_letters)
+        h.log.append(("db-commit", len(batch.events)))
+        return Counter(applied=len(batch.events), dead_lettered=len(batch.poison))
+
+    monkeypatch.setattr(h.producer, "send", send)
+    monkeypatch.setattr(ConsumerLoop, "_apply", _apply)
+    task = asyncio.create_task(h.loop.process({TP0: [rec(TP0, 0, b"garbage"), rec(TP0, 1, user_value())]}))
+    await wait_for(lambda: ("statements", 1) in h.log)
+    await asyncio.sleep(0.01)
+    assert ("db-commit", 1) not in h.log and h.consumer.commits == []  # no ack yet: no commit
+    ack.set_result(("metadata", "users.dlq"))
+    assert await task is True
+    assert h.log == [("send", "users.dlq"), ("statements", 1), ("db-commit", 1), ("commit", {TP0: 2})]
+
+
+async def test_a_failed_dead_letter_send_rolls_the_transaction_back(make, monkeypatch):
+    h = make()
+    rolled_back = []
+
+    async def refuse(*args, **kwargs):
+        raise ValueError("message too large")
+
+    async def _apply(self, batch, dead_letters=None):
+        try:
+            await asyncio.shield(dead_letters)
+        except ValueError:
+            rolled_back.append(batch.size)
+            raise
+        return Counter()
+
+    monkeypatch.setattr(h.producer, "send", refuse)
+    monkeypatch.setattr(ConsumerLoop, "_apply", _apply)
+    with pytest.raises(ValueError):
+        await h.loop.process({TP0: [rec(TP0, 0, b"garbage"), rec(TP0, 1, user_value())]})
+    assert rolled_back == [2]
+    assert h.consumer.commits == []
+
+
 async def test_dlq_failures_with_several_poison_records_resend_the_whole_set(make):
     h = make(producer_failures=1)
     await h.loop.process({TP0: [rec(TP0, 0, b"a"), rec(TP0, 1, b"b")]})
@@ -310,7 +362,7 @@ async def test_revocation_during_apply_retries_abandons_the_batch(make, monkeypa
     h = make()
     calls = 0
 
-    async def flaky(self, batch):
+    async def flaky(self, batch, dead_letters=None):
         nonlocal calls
         calls += 1
         if calls == 1:
@@ -416,12 +468,12 @@ def gated_run(h: Harness, monkeypatch, first_apply):
         h.log.append(("prepared", sum(part.size for part in parts)))
         return parts
 
-    async def _apply(self, batch):
+    async def _apply(self, batch, dead_letters=None):
         nonlocal calls
         calls += 1
         if calls == 1:
             return await first_apply(self, batch, gate)
-        return await h.apply(self, batch)
+        return await h.apply(self, batch, dead_letters)
 
     monkeypatch.setattr(ConsumerLoop, "_prepare", prepare)
     monkeypatch.setattr(ConsumerLoop, "_apply", _apply)
@@ -523,7 +575,7 @@ async def test_each_writer_commits_its_own_partitions_in_its_own_transaction(mak
 async def test_a_stale_writer_does_not_hold_back_the_other(make, monkeypatch):
     h = make(write_concurrency=2)
 
-    async def _apply(self, batch):
+    async def _apply(self, batch, dead_letters=None):
         if TP0 in batch.partitions:
             raise StaleBatch({TP0: 9})
         return Counter(applied=len(batch.events))
@@ -540,7 +592,7 @@ async def test_a_failing_writer_raises_after_the_other_committed(make, monkeypat
 
     h = make(write_concurrency=2)
 
-    async def _apply(self, batch):
+    async def _apply(self, batch, dead_letters=None):
         if TP0 in batch.partitions:
             raise IntegrityError("INSERT", {}, asyncpg.exceptions.CheckViolationError("x"))
         return Counter(applied=len(batch.events))

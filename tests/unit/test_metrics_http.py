@@ -452,7 +452,7 @@ class Producer:
 def make_loop(consumer, metrics: ConsumerMetrics, monkeypatch, apply_result, errors=()) -> ConsumerLoop:
     pending = list(errors)
 
-    async def _apply(self, batch):
+    async def _apply(self, batch, dead_letters=None):
         if pending:
             raise pending.pop(0)
         counts = Counter(apply_result)
@@ -525,7 +525,7 @@ async def test_retry_attempts_count_as_signs_of_life(monkeypatch):
     loop = make_loop(LagConsumer({TP0: 1}), ConsumerMetrics(), monkeypatch, {})
     seen = []
 
-    async def _apply(self, batch):
+    async def _apply(self, batch, dead_letters=None):
         seen.append(self.stats.last_progress_at)
         if len(seen) < 4:
             raise OperationalError("x", {}, ConnectionRefusedError(111, "refused"))
