@@ -162,9 +162,12 @@ async def run_event_consumer(ctx: Context, label: str, *, profile: bool = False)
     env = consumer_env(ctx.services.bootstrap, db, ctx.topic_list, group, **{"LOG_LEVEL": "DEBUG", **extra})
     argv = [PY, "-m", "consumer", "run"]
     stages_file = ctx.workdir / f"{label}.stages.json"
-    if profile:
+    if profile or args.uvloop:
         argv = [PY, "-m", "bench.instrumented"]
-        env["EC_BENCH_STAGES"] = str(stages_file)
+        if profile:
+            env["EC_BENCH_STAGES"] = str(stages_file)
+        if args.uvloop:
+            env["EC_BENCH_UVLOOP"] = "1"
     log = ctx.workdir / f"{label}.log"
     dlq_before = await dlq_count(ctx)  # earlier runs on the same topics dead-lettered too
     background = await wait_quiet(args.quiet_wait_s)
@@ -194,7 +197,7 @@ async def run_event_consumer(ctx: Context, label: str, *, profile: bool = False)
         "kind": "event-consumer",
         "argv": argv[1:],
         "consumer_env": extra,
-        "event_loop": extra.get("EVENT_LOOP", "uvloop"),
+        "uvloop": args.uvloop,
         "finished": watch.done,
         "seconds": round(watch.seconds, 3),
         "events_per_s_from_start": round(n / watch.seconds, 1) if watch.done else None,
@@ -474,7 +477,7 @@ async def amain(args: argparse.Namespace) -> dict:
         "malformed": args.malformed,
         "partitions": args.partitions,
         "consumer_env": args.consumer_env,
-        "event_loop": dict(kv.split("=", 1) for kv in args.consumer_env).get("EVENT_LOOP", "uvloop"),
+        "uvloop": args.uvloop,
         "choices": {
             "events_per_s": "event-consumer: N records published / wall seconds from the end of its group join (its "
                             "'partitions assigned' log line) until the group's committed offsets reach the log end "
@@ -588,6 +591,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--publish-via", choices=("auto", "kcat", "aiokafka"), default="auto")
     p.add_argument("--consumer-env", action="append", default=[], metavar="KEY=VALUE",
                    help="extra setting for the event-consumer process, e.g. BATCH_MAX_RECORDS=5000 (repeatable)")
+    p.add_argument("--uvloop", action="store_true", help="run event-consumer on uvloop (needs uvloop in .venv)")
     p.add_argument("--profile", action="store_true",
                    help="also run event-consumer once more with stage timers and py-spy (not counted in the ratios)")
     p.add_argument("--profile-rate", type=int, default=100, help="py-spy samples per second (default 100)")

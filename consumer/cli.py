@@ -105,9 +105,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     if args.command == "run":
         from consumer.app import run
-        from consumer.event_loop import run_with_loop
 
-        return run_with_loop(settings, run(settings))
+        return asyncio.run(run(settings))
     if args.command == "publish":
         from consumer.publish import publish_file, publish_generated
 

@@ -491,6 +491,4 @@ async def replay(settings: Any, args: argparse.Namespace) -> int:
 
 def command(args: argparse.Namespace, settings: Any) -> int:
     """Entry point from the CLI dispatch."""
-    from consumer.event_loop import run_with_loop
-
-    return run_with_loop(settings, replay(settings, args))
+    return asyncio.run(replay(settings, args))

@@ -39,7 +39,6 @@ class Settings(BaseSettings):
     retry_initial_s: float = Field(0.2, gt=0)
     retry_max_s: float = Field(10.0, gt=0)
     shutdown_timeout_s: float = Field(30.0, gt=0)
-    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console"] = "json"
     http_host: str = "0.0.0.0"
@@ -55,7 +54,7 @@ class Settings(BaseSettings):
             raise ValueError("at least one topic is required")
         return value
 
-    @field_validator("log_level", "log_format", "event_loop", mode="before")
+    @field_validator("log_level", "log_format", mode="before")
     @classmethod
     def _normalize_case(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) and value.lower() in {"debug", "info", "warning", "error"} else (

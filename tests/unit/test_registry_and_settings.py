@@ -424,31 +424,3 @@ def test_bad_write_concurrency_names_the_variable(env, concurrency, pool, overfl
     env.setenv("DB_MAX_OVERFLOW", overflow)
     with pytest.raises(SettingsError, match="WRITE_CONCURRENCY"):
         load_settings()
-
-
-@pytest.mark.parametrize(("value", "expected"), [(None, "uvloop"), ("asyncio", "asyncio"), ("UVLOOP", "uvloop")])
-def test_event_loop_setting(env, value, expected):
-    if value is not None:
-        env.setenv("EVENT_LOOP", value)
-    assert load_settings().event_loop == expected
-
-
-def test_bad_event_loop_names_the_variable(env):
-    env.setenv("EVENT_LOOP", "trio")
-    with pytest.raises(SettingsError, match="EVENT_LOOP"):
-        load_settings()
-
-
-@pytest.mark.parametrize("name", ["uvloop", "asyncio"])
-def test_run_with_loop_runs_on_the_chosen_loop(env, name):
-    import asyncio
-
-    from consumer.event_loop import run_with_loop
-
-    env.setenv("EVENT_LOOP", name)
-
-    async def loop_module() -> str:
-        return type(asyncio.get_running_loop()).__module__
-
-    module = run_with_loop(load_settings(), loop_module())
-    assert module.startswith("uvloop") if name == "uvloop" else module.startswith("asyncio")
