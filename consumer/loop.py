@@ -1,10 +1,10 @@
 """The consumer loop: fetch -> decode -> dead-letter -> apply (one transaction) -> commit offsets.
 
 The loop is the only owner of transactions and offsets. Ordering per batch:
-  1. poison records are produced to the DLQ and their acks awaited;
-  2. one database transaction locks the partitions' stored positions (a fence against another
-     member that processed the same records), applies every aggregate's upserts and stores the
-     next offsets;
+  1. poison records are produced to the DLQ;
+  2. meanwhile, one database transaction per part locks the partitions' stored positions (a fence
+     against another member that processed the same records), applies every aggregate's upserts
+     and stores the next offsets, then awaits the DLQ acks before its COMMIT;
   3. only then Kafka's committed offsets move, for partitions this member still owns.
 """
 
