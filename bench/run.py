@@ -152,14 +152,21 @@ async def dlq_count(ctx: Context) -> int:
 # -- contestants -------------------------------------------------------------------------------
 
 
-async def run_event_consumer(ctx: Context, label: str, *, profile: bool = False) -> dict:
+async def run_event_consumer(ctx: Context, label: str, *, profile: bool = False, tree: Path | None = None) -> dict:
+    """`tree`: run the consumer of another checkout (bench.run --against), on a database migrated
+    by that checkout's own migrations."""
     args = ctx.args
-    db = await ctx.dbs.create("consumer")
+    db = await ctx.dbs.create("consumer", migrate=tree is None)
     group = unique("bench-group")
     ctx.kafka.groups.append(group)
     extra = dict(kv.split("=", 1) for kv in args.consumer_env)
     # LOG_LEVEL=DEBUG: one line per batch, for the batch latencies
     env = consumer_env(ctx.services.bootstrap, db, ctx.topic_list, group, **{"LOG_LEVEL": "DEBUG", **extra})
+    if tree is not None:
+        env["PYTHONPATH"] = str(tree)
+        migrated = subprocess.run([PY, "-m", "consumer", "migrate"], env=env, cwd=tree, capture_output=True, text=True)
+        if migrated.returncode != 0:
+            raise SystemExit(f"bench: migrating with {tree} failed: {migrated.stderr[-500:]}")
     argv = [PY, "-m", "consumer", "run"]
     stages_file = ctx.workdir / f"{label}.stages.json"
     if profile or args.uvloop:
@@ -441,6 +448,12 @@ def table(result: dict) -> str:
         paired = ", ".join(_fmt_ratio(x) for x in rounds["event_consumer_over_database_limit"])
         out.append(f"  {len(rounds['event_consumer_events_per_s'])} rounds (medians above); "
                    f"event-consumer / database limit per round: {paired}")
+    against = result.get("against")
+    if against:
+        per_round = ", ".join(_fmt_ratio(x) for x in against["this_over_against_per_round"])
+        out.append(f"this tree / {against['rev']} ({against['commit'][:10]}) = {_fmt_ratio(against['this_over_against_median'])}"
+                   f"  (median of paired rounds: {per_round}; ahead in {against['this_ahead_in_rounds']} of "
+                   f"{len(against['this_over_against_per_round'])})")
     out.append("events/s leaves fixed start-up costs out of every contestant (event-consumer: from its group "
                "assignment; naive: from its first record; limits: the timed section); 'from start' keeps them in.")
     out.append("A contestant marked FAILED wrote wrong tables (or crashed): its rate does not count.")
@@ -458,6 +471,36 @@ def _fmt_ratio(x: float | None) -> str:
 
 
 # -- main --------------------------------------------------------------------------------------
+
+
+def checkout(rev: str, workdir: Path) -> dict:
+    """A detached git worktree of `rev` in the work folder, for --against."""
+    tree = workdir / "against"
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--verify", f"{rev}^{{commit}}"], capture_output=True, text=True)
+    if commit.returncode != 0:
+        raise SystemExit(f"bench: --against {rev}: not a commit ({commit.stderr.strip()})")
+    added = subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), commit.stdout.strip()],
+                           capture_output=True, text=True)
+    if added.returncode != 0:
+        raise SystemExit(f"bench: --against {rev}: git worktree add failed: {added.stderr.strip()}")
+    say(f"against: {rev} ({commit.stdout.strip()[:10]}) checked out in {tree}")
+    return {"tree": tree, "commit": commit.stdout.strip()}
+
+
+def against_summary(rev: str, against: dict, this_runs: list[dict], other_runs: list[dict]) -> dict:
+    """Paired ratios this tree / the other, round by round (the two ran back to back)."""
+    paired = [ratio(a.get("events_per_s"), b.get("events_per_s")) if a.get("status") == b.get("status") == "OK" else None
+              for a, b in zip(this_runs, other_runs)]
+    valid = sorted(x for x in paired if x is not None)
+    return {
+        "rev": rev,
+        "commit": against["commit"],
+        "this_events_per_s": [r.get("events_per_s") for r in this_runs],
+        "against_events_per_s": [r.get("events_per_s") for r in other_runs],
+        "this_over_against_per_round": paired,
+        "this_over_against_median": valid[(len(valid) - 1) // 2] if valid else None,
+        "this_ahead_in_rounds": sum(1 for x in valid if x > 1),
+    }
 
 
 async def amain(args: argparse.Namespace) -> dict:
@@ -527,14 +570,29 @@ async def amain(args: argparse.Namespace) -> dict:
             contestants["decode limit"] = await run_decode_limit(ctx)
         # With --rounds N the database limit and event-consumer alternate N times; the table
         # shows each one's median run, and the paired ratios of every round are kept.
-        limit_runs, consumer_runs = [], []
+        limit_runs, consumer_runs, against_runs = [], [], []
+        against = checkout(args.against, workdir) if args.against else None
         for r in range(args.rounds):
             if not args.skip_limits:
                 limit_runs.append(await run_db_limit(ctx))
-            consumer_runs.append(await run_event_consumer(ctx, "event-consumer" if args.rounds == 1 else f"event-consumer-{r + 1}"))
+            this = lambda: run_event_consumer(ctx, "event-consumer" if args.rounds == 1 else f"event-consumer-{r + 1}")  # noqa: E731
+            if against is None:
+                consumer_runs.append(await this())
+                continue
+            other = lambda: run_event_consumer(ctx, f"against-{r + 1}", tree=against["tree"])  # noqa: E731
+            # the order alternates from round to round, so that a drifting machine favours neither
+            if r % 2 == 0:
+                consumer_runs.append(await this())
+                against_runs.append(await other())
+            else:
+                against_runs.append(await other())
+                consumer_runs.append(await this())
         if limit_runs:
             contestants["database limit"] = median_run(limit_runs)
         contestants["event-consumer"] = median_run(consumer_runs)
+        if against is not None:
+            result["against"] = against_summary(args.against, against, consumer_runs, against_runs)
+            contestants[f"against {args.against}"] = median_run(against_runs)
         if args.rounds > 1:
             result["rounds"] = {
                 "database_limit_events_per_s": [r.get("events_per_s") for r in limit_runs],
@@ -549,6 +607,8 @@ async def amain(args: argparse.Namespace) -> dict:
             prof = await run_event_consumer(ctx, "event-consumer-profiled", profile=True)
             result["profile"] = prof
     finally:
+        if args.against:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(workdir / "against")], capture_output=True)
         say("cleaning up: dropping fresh databases, deleting fresh topics and groups")
         try:
             await dbs.drop()
@@ -585,6 +645,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=1,
                    help="run the database limit and event-consumer this many times, alternating; the table "
                         "shows each one's median run and the per-round ratios follow it (default 1)")
+    p.add_argument("--against", metavar="REV",
+                   help="also run event-consumer of git revision REV (a worktree), alternating with this tree's in "
+                        "every round, and print the paired ratio: judges a change on a machine whose speed drifts")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--malformed", type=int, default=20, help="poison records mixed in (default 20)")
     p.add_argument("--partitions", type=int, default=3, help="partitions per topic (default 3)")
