@@ -45,6 +45,7 @@ log = structlog.get_logger("consumer.loop")
 KAFKA_COMMIT_ATTEMPTS = 5
 LAG_REFRESH_IDLE_S = 5.0  # how often idle polls refresh the lag gauges
 PREPARE_CHUNK = 1000  # records decoded between two yields to the event loop
+INFLIGHT_POLL_MS = 5  # getmany's wait while a batch is in flight
 
 
 class Abandoned(Exception):
@@ -136,13 +137,16 @@ class ConsumerLoop:
         inflight: asyncio.Task[set[TopicPartition]] | None = None
         try:
             while not self._stopping.is_set():
-                timeout_ms = 0 if inflight is not None else self._poll_timeout_ms
+                # With a batch in flight, wait for records only briefly: the next batch is prepared
+                # as soon as the broker's answer arrives, and the finished one is collected soon.
+                timeout_ms = INFLIGHT_POLL_MS if inflight is not None else self._poll_timeout_ms
                 records = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=self._batch_max_records)
                 self.stats.last_progress_at = time.monotonic()
                 if not records:
                     if inflight is not None:
-                        task, inflight = inflight, None
-                        await task
+                        if inflight.done():
+                            task, inflight = inflight, None
+                            await task
                         continue
                     if self._pending_commit:
                         async with self._lock:
