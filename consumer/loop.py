@@ -223,9 +223,10 @@ class ConsumerLoop:
             return not await self._process_parts(parts, generation)
 
     async def _process_parts(self, parts: list[Batch], generation: int) -> set[TopicPartition]:
-        """Dead letters first (all parts), then each part in its own transaction, concurrently,
-        then Kafka's offsets for the parts that committed. Returns the partitions that did not
-        commit (their positions were dealt with: re-sought, or left to the rebalance)."""
+        """Each part in its own transaction, concurrently, while the dead letters of all parts are
+        sent (each COMMIT awaits their acks), then Kafka's offsets for the parts that committed.
+        Returns the partitions that did not commit (their positions were dealt with: re-sought,
+        or left to the rebalance)."""
         started = time.monotonic()
         poison = [item for part in parts for item in part.poison]
         # The dead letters go out while the transactions run; every transaction awaits their acks
