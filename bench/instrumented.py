@@ -32,6 +32,8 @@ import orjson
 
 TOTALS: dict[str, float] = defaultdict(float)
 COUNTS: dict[str, int] = defaultdict(int)
+# (stage, start, end) in perf_counter seconds, for a timeline of the pipeline (how stages overlap)
+INTERVALS: list[tuple[str, float, float]] = []
 
 
 def _timed_async(name, fn):
@@ -41,8 +43,10 @@ def _timed_async(name, fn):
         try:
             return await fn(*args, **kwargs)
         finally:
-            TOTALS[name] += time.perf_counter() - t0
+            t1 = time.perf_counter()
+            TOTALS[name] += t1 - t0
             COUNTS[name] += 1
+            INTERVALS.append((name, t0, t1))
 
     return wrapper
 
@@ -54,8 +58,10 @@ def _timed_sync(name, fn):
         try:
             return fn(*args, **kwargs)
         finally:
-            TOTALS[name] += time.perf_counter() - t0
+            t1 = time.perf_counter()
+            TOTALS[name] += t1 - t0
             COUNTS[name] += 1
+            INTERVALS.append((name, t0, t1))
 
     return wrapper
 
@@ -94,6 +100,8 @@ def install() -> None:
     loop.ConsumerLoop._commit_kafka = _timed_async("kafka_commit", loop.ConsumerLoop._commit_kafka)
     loop.ConsumerLoop._dead_letter = _timed_async("dead_letter", loop.ConsumerLoop._dead_letter)
     loop.ConsumerLoop.run = _timed_async("loop_run", loop.ConsumerLoop.run)
+    loop.ConsumerLoop._prepare = _timed_async("prepare_batch", loop.ConsumerLoop._prepare)
+    loop.ConsumerLoop._process_parts = _timed_async("write_batch", loop.ConsumerLoop._process_parts)
 
 
 def main() -> int:
@@ -120,6 +128,7 @@ def main() -> int:
                     "seconds": {k: round(v, 3) for k, v in totals.items()},
                     "calls": dict(COUNTS),
                     "process_wall_s": round(time.perf_counter() - t0, 3),
+                    "intervals": [(name, round(a - t0, 4), round(b - t0, 4)) for name, a, b in INTERVALS],
                     "process_cpu_s": round(time.process_time() - cpu0, 3),
                     "uvloop": os.environ.get("EC_BENCH_UVLOOP") == "1",
                 }))

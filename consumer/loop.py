@@ -44,7 +44,6 @@ log = structlog.get_logger("consumer.loop")
 
 KAFKA_COMMIT_ATTEMPTS = 5
 LAG_REFRESH_IDLE_S = 5.0  # how often idle polls refresh the lag gauges
-PREPARE_CHUNK = 1000  # records decoded between two yields to the event loop
 INFLIGHT_POLL_MS = 5  # getmany's wait while a batch is in flight
 
 
@@ -191,25 +190,10 @@ class ConsumerLoop:
     # -- one batch -------------------------------------------------------------------------
 
     async def _prepare(self, records: Mapping[TopicPartition, list]) -> list[Batch]:
-        """Decode and prepare, one part per writer (disjoint partitions), yielding to the event
-        loop between chunks so that the batch in flight can send its next statement as soon as
-        the database answers the last one."""
-        parts = []
-        for tps in deal_partitions({tp: len(recs) for tp, recs in records.items() if recs}, self._write_concurrency):
-            batch = Batch()
-            for tp in tps:
-                recs = records[tp]
-                for start in range(0, len(recs), PREPARE_CHUNK):
-                    add_records(batch, tp, recs[start : start + PREPARE_CHUNK])
-                    await asyncio.sleep(0)
-            labels = batch.labels = [(record.topic, event.event_type) for event, record in zip(batch.events, batch.event_records)]
-            prepared = []
-            for part in iter_prepared(self._registry, batch.events, labels):
-                prepared.append(part)
-                await asyncio.sleep(0)
-            batch.prepared = PreparedEvents(prepared)
-            parts.append(batch)
-        return parts
+        """Decode and prepare in a worker thread, so that the event loop stays free for the batch
+        in flight: each of its statements goes out as soon as the database answers the last one
+        (the loop thread gets the GIL back within the switch interval, see `run_consumer`)."""
+        return await asyncio.to_thread(prepare_parts, records, self._registry, self._write_concurrency)
 
     async def _process_locked(self, parts: list[Batch], generation: int) -> set[TopicPartition]:
         async with self._lock:
@@ -483,6 +467,19 @@ class ConsumerLoop:
         return await retry_transient(
             operation, what=what, is_transient=is_transient, backoff=self._backoff, before_retry=before_retry
         )
+
+
+def prepare_parts(records: Mapping[TopicPartition, list], registry: Mapping[str, Aggregate], writers: int) -> list[Batch]:
+    """Decode and prepare one fetched batch, one part per writer (disjoint partitions). Pure."""
+    parts = []
+    for tps in deal_partitions({tp: len(recs) for tp, recs in records.items() if recs}, writers):
+        batch = Batch()
+        for tp in tps:
+            add_records(batch, tp, records[tp])
+        batch.labels = [(record.topic, event.event_type) for event, record in zip(batch.events, batch.event_records)]
+        batch.prepared = PreparedEvents(list(iter_prepared(registry, batch.events, batch.labels)))
+        parts.append(batch)
+    return parts
 
 
 def deal_partitions(sizes: Mapping[TopicPartition, int], parts: int) -> list[list[TopicPartition]]:
