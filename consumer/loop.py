@@ -192,7 +192,7 @@ class ConsumerLoop:
     async def _prepare(self, records: Mapping[TopicPartition, list]) -> list[Batch]:
         """Decode and prepare in a worker thread, so that the event loop stays free for the batch
         in flight: each of its statements goes out as soon as the database answers the last one
-        (the loop thread gets the GIL back within the switch interval, see `run_consumer`)."""
+        (the loop thread gets the GIL back within the switch interval set by `consumer.app._tune_gil`)."""
         return await asyncio.to_thread(prepare_parts, records, self._registry, self._write_concurrency)
 
     async def _process_locked(self, parts: list[Batch], generation: int) -> set[TopicPartition]:
