@@ -18,6 +18,11 @@ stages (decode, prepare) as CPU time, the others as latency.
     kafka_commit   _commit_kafka (the Kafka offset commit round trip)
     dead_letter    _dead_letter (DLQ produce + acks)
     gc_gen0/1/2    time in the cyclic garbage collector (gc.callbacks), which runs inside the stages
+    prepare_batch  ConsumerLoop._prepare: decode + prepare of one fetched batch (in the worker thread)
+    write_batch    ConsumerLoop._process_parts: one batch's transactions, DLQ sends and Kafka commit
+
+Every call is also kept as an interval (stage, start, end) under "intervals" in the file:
+`python -m bench.timeline FILE` prints them in order, the pipeline's timeline.
 """
 
 from __future__ import annotations
