@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -10,6 +11,7 @@ from aiokafka import TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaConnectionError
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+import consumer.loop
 from consumer.batch import Batch
 from consumer.loop import KAFKA_COMMIT_ATTEMPTS, ConsumerLoop, StaleBatch, deal_partitions
 from consumer.retry import Backoff
@@ -166,6 +168,25 @@ async def test_valid_batch_is_applied_then_committed(make):
     s = h.loop.stats
     assert (s.batches, s.consumed, s.applied, s.dead_lettered, s.tombstones, s.db_retries) == (1, 3, 3, 0, 0, 0)
     assert s.last_commit_at is not None
+
+
+async def test_records_are_decoded_off_the_event_loop_thread(make, monkeypatch):
+    """Decoding a big batch must not hold the event loop: the batch in flight sends its next
+    statement when the database answers (bench/README.md, round 4)."""
+    h = make()
+    decoding_threads = []
+    add_records = consumer.loop.add_records
+
+    def recording(batch, tp, recs):
+        decoding_threads.append(threading.get_ident())
+        add_records(batch, tp, recs)
+
+    monkeypatch.setattr(consumer.loop, "add_records", recording)
+    await h.loop.process({TP0: [rec(TP0, 0, user_value(1))], TP1: [rec(TP1, 0, user_value(2))]})
+
+    assert len(decoding_threads) == 2
+    assert threading.get_ident() not in decoding_threads
+    assert [e.data.id for b in h.apply.batches for e in b.events] == [1, 2]  # and the result arrived
 
 
 async def test_commit_is_last_offset_plus_one_per_partition_and_only_for_assigned(make):
