@@ -37,7 +37,7 @@ from consumer.retry import (
     sqlstate_of,
 )
 from handlers.aggregate import Aggregate
-from handlers.apply import PreparedEvents, iter_prepared, write_prepared
+from handlers.apply import prepare_events, write_prepared
 
 T = TypeVar("T")
 log = structlog.get_logger("consumer.loop")
@@ -477,7 +477,7 @@ def prepare_parts(records: Mapping[TopicPartition, list], registry: Mapping[str,
         for tp in tps:
             add_records(batch, tp, records[tp])
         batch.labels = [(record.topic, event.event_type) for event, record in zip(batch.events, batch.event_records)]
-        batch.prepared = PreparedEvents(list(iter_prepared(registry, batch.events, batch.labels)))
+        batch.prepared = prepare_events(registry, batch.events, batch.labels)
         parts.append(batch)
     return parts
 

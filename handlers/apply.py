@@ -4,7 +4,7 @@ Two steps, so the loop can overlap them across batches: `prepare_events` (pure C
 collapse, serialize the rows) and `write_prepared` (the statements)."""
 
 from collections import Counter
-from collections.abc import Hashable, Iterator, Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import compress
 
@@ -19,18 +19,12 @@ class PreparedEvents:
 
 
 def prepare_events(registry: Mapping[str, Aggregate], events: Sequence, labels: Sequence[Hashable] | None = None) -> PreparedEvents:
-    return PreparedEvents(list(iter_prepared(registry, events, labels)))
-
-
-def iter_prepared(
-    registry: Mapping[str, Aggregate], events: Sequence, labels: Sequence[Hashable] | None = None
-) -> Iterator[tuple[Prepared, list | None]]:
-    """Per aggregate, its prepared rows and the labels of its events: one at a time, so that a
-    caller on the event loop can yield between them."""
+    """Per aggregate, its prepared rows and the labels of its events."""
     if labels is not None and len(labels) != len(events):
         raise ValueError("apply_events needs one label per event")
-    for aggregate, (group, group_labels) in route_labelled(registry, events, labels).items():
-        yield aggregate.prepare(group), group_labels
+    return PreparedEvents(
+        [(aggregate.prepare(group), group_labels) for aggregate, (group, group_labels) in route_labelled(registry, events, labels).items()]
+    )
 
 
 async def write_prepared(conn: AsyncConnection, prepared: PreparedEvents) -> Counter:
