@@ -170,6 +170,8 @@ async def run(settings: Settings) -> int:
             batch_max_records=settings.batch_max_records,
             write_concurrency=settings.write_concurrency,
         )
+        if not loop.native:
+            log.warning("native fast path unavailable; decoding on the Python path", reason=loop.native_unavailable)
         health.attach(loop, consumer)
         _tune_gc()
         _tune_gil()

@@ -7,8 +7,9 @@ from typing import Any, Protocol
 
 from aiokafka import TopicPartition
 
-from handlers.decode import Poison, Tombstone
+from handlers.decode import Poison, Tombstone, decode
 from handlers.fast_decode import decode_fast
+from handlers.native import NativePart
 
 
 class Record(Protocol):
@@ -39,6 +40,8 @@ class Batch:
     size: int = 0
     labels: list[tuple[str, str]] = field(default_factory=list)  # (topic, event_type) per event, set by the loop
     prepared: Any = None  # handlers.apply.PreparedEvents of `events`, set by the loop
+    # native path: the part's records per partition; `events` stays empty until ensure_decoded()
+    sources: list[tuple[TopicPartition, Sequence[Record]]] | None = None
 
     @property
     def partitions(self) -> list[TopicPartition]:
@@ -70,6 +73,44 @@ def add_records(batch: Batch, tp: TopicPartition, recs: Sequence[Record]) -> Non
         else:
             events.append(decoded)
             event_records.append(record)
+
+
+def native_batch(tps: Sequence[TopicPartition], records: Mapping[TopicPartition, Sequence[Record]], registry: Mapping) -> Batch | None:
+    """The part of `records` on `tps`, decoded and prepared on the native path (handlers.native):
+    labels and prepared set, events left empty (see ensure_decoded). None when a value the native
+    path declined is a valid event after all: the caller prepares the part on the Python path."""
+    part = NativePart(registry)
+    batch = Batch(sources=[])
+    for tp in tps:
+        recs = records[tp]
+        if not recs:
+            continue
+        batch.sources.append((tp, recs))  # type: ignore[union-attr]
+        batch.first_offsets.setdefault(tp, recs[0].offset)
+        batch.next_offsets[tp] = recs[-1].offset + 1
+        batch.size += len(recs)
+        for i in part.add([record.value for record in recs], tp.topic):
+            record = recs[i]
+            decoded = decode(record.value)  # pydantic, the authority, for what the native path declined
+            if isinstance(decoded, Tombstone):
+                batch.tombstones[record.topic] += 1
+            elif isinstance(decoded, Poison):
+                batch.poison.append(PoisonRecord(record, decoded))
+            else:
+                return None
+    batch.prepared, batch.labels = part.finish()
+    return batch
+
+
+def ensure_decoded(batch: Batch) -> None:
+    """Fills in `events` and `event_records` of a native-path batch (the slow isolating path
+    needs them one by one); a no-op for a batch prepared on the Python path."""
+    if batch.sources is None or batch.events:
+        return
+    decoded = Batch()
+    for tp, recs in batch.sources:
+        add_records(decoded, tp, recs)
+    batch.events, batch.event_records = decoded.events, decoded.event_records
 
 
 def dead_letter_headers(item: PoisonRecord) -> list[tuple[str, bytes]]:

@@ -22,7 +22,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from consumer.batch import Batch, PoisonRecord, add_records
+from consumer.batch import Batch, PoisonRecord, add_records, ensure_decoded, native_batch
 from consumer.dead_letter import apply_isolating, send_dead_letters
 from consumer.metrics import UNKNOWN_EVENT_TYPE, ConsumerMetrics
 from consumer.offsets import load_positions, lock_positions, save_positions
@@ -38,6 +38,7 @@ from consumer.retry import (
 )
 from handlers.aggregate import Aggregate
 from handlers.apply import prepare_events, write_prepared
+from handlers.native import unavailable_reason
 
 T = TypeVar("T")
 log = structlog.get_logger("consumer.loop")
@@ -92,6 +93,7 @@ class ConsumerLoop:
         poll_timeout_ms: int = 500,
         write_concurrency: int = 1,
         metrics: ConsumerMetrics | None = None,
+        native: bool = True,
     ) -> None:
         self._consumer = consumer
         self._producer = producer
@@ -114,6 +116,9 @@ class ConsumerLoop:
         # Lag needs highwater()/position() (aiokafka's consumer has them; the GroupConsumer port does not require them).
         self._lag_source = consumer if hasattr(consumer, "highwater") and hasattr(consumer, "position") else None
         self._lag_refreshed_at = 0.0
+        # the native fast path (handlers.native) when it is built and knows this registry
+        self.native_unavailable = unavailable_reason(registry) if native else "turned off"
+        self.native = self.native_unavailable is None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -193,7 +198,7 @@ class ConsumerLoop:
         """Decode and prepare in a worker thread, so that the event loop stays free for the batch
         in flight: each of its statements goes out as soon as the database answers the last one
         (the loop thread gets the GIL back within the switch interval set by `consumer.app._tune_gil`)."""
-        return await asyncio.to_thread(prepare_parts, records, self._registry, self._write_concurrency)
+        return await asyncio.to_thread(prepare_parts, records, self._registry, self._write_concurrency, self.native)
 
     async def _process_locked(self, parts: list[Batch], generation: int) -> set[TopicPartition]:
         async with self._lock:
@@ -329,6 +334,7 @@ class ConsumerLoop:
     async def _apply_isolating(self, batch: Batch, dead_letters: Awaitable[None] | None = None) -> Counter:
         """Slow path after a non-transient database error: the rejected events are dead-lettered
         (acked before the transaction commits), the rest applies with the offsets."""
+        ensure_decoded(batch)
         async with self._engine.begin() as conn:
             stored = await lock_positions(conn, self._group_id, batch.partitions)
             if any(pos > batch.first_offsets[tp] for tp, pos in stored.items()):
@@ -469,15 +475,26 @@ class ConsumerLoop:
         )
 
 
-def prepare_parts(records: Mapping[TopicPartition, list], registry: Mapping[str, Aggregate], writers: int) -> list[Batch]:
-    """Decode and prepare one fetched batch, one part per writer (disjoint partitions). Pure."""
+def prepare_parts(
+    records: Mapping[TopicPartition, list], registry: Mapping[str, Aggregate], writers: int, native: bool = False
+) -> list[Batch]:
+    """Decode and prepare one fetched batch, one part per writer (disjoint partitions). Pure.
+    With `native`, each part goes through the native path (handlers.native), or through the
+    Python path when the native path cannot take it."""
     parts = []
     for tps in deal_partitions({tp: len(recs) for tp, recs in records.items() if recs}, writers):
-        batch = Batch()
-        for tp in tps:
-            add_records(batch, tp, records[tp])
-        batch.labels = [(record.topic, event.event_type) for event, record in zip(batch.events, batch.event_records)]
-        batch.prepared = prepare_events(registry, batch.events, batch.labels)
+        batch = None
+        if native:
+            try:
+                batch = native_batch(tps, records, registry)
+            except Exception as exc:  # noqa: BLE001 - a defect of the fast path must not stop the consumer
+                log.error("native fast path failed; this part takes the Python path", error=f"{type(exc).__name__}: {exc}")
+        if batch is None:
+            batch = Batch()
+            for tp in tps:
+                add_records(batch, tp, records[tp])
+            batch.labels = [(record.topic, event.event_type) for event, record in zip(batch.events, batch.event_records)]
+            batch.prepared = prepare_events(registry, batch.events, batch.labels)
         parts.append(batch)
     return parts
 

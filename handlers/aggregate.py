@@ -1,6 +1,7 @@
 """One aggregate (users, orders): how its events collapse and how they are written."""
 
 from collections.abc import Callable, Sequence
+from typing import Any
 from dataclasses import dataclass, field
 
 from sqlalchemy import Table
@@ -45,6 +46,7 @@ class Aggregate:
             raise ValueError(f"{name}: the row builders' columns {list(columns)} are not the columns of {table.name}")
         columns = list(columns)
         self._columns = columns
+        self.columns = tuple(columns)
         self._full_upsert = unnest_upsert(table, columns, [c for c in columns if c not in ("id", "created_at")])
         self._patch_upsert = unnest_upsert(table, columns, patch_update)
         self._versions_with_full = stored_versions_then(table, self._full_upsert)
@@ -80,7 +82,10 @@ class Aggregate:
         stored = dict(zip(ids, versions)) if ids else {}
         if prepared.patch_rows is not None:
             await conn.execute(self._patch_upsert, prepared.patch_rows)
-        outcomes = tuple(applies_one_by_one(prepared.events, stored))
+        if prepared.native is not None:
+            outcomes = prepared.native.outcomes(stored)
+        else:
+            outcomes = tuple(applies_one_by_one(prepared.events, stored))
         applied = sum(outcomes)
         return Applied(applied, len(outcomes) - applied, outcomes)
 
@@ -97,3 +102,5 @@ class Prepared:
     entity_ids: str  # their ids, an array literal
     full_rows: dict[str, str] | None  # the full-state upsert's parameters (an array literal per column), or None
     patch_rows: dict[str, str] | None
+    # handlers.native: the native path's per-event outcomes (events is empty then), else None
+    native: Any = None
