@@ -1,6 +1,16 @@
 # event-consumer image: `docker build -t event-consumer .`
 # The console script is the entrypoint, so the command is the subcommand:
 #   docker run --rm -e DATABASE_URL=... -e KAFKA_BOOTSTRAP_SERVERS=... event-consumer migrate
+
+# The native fast path (native/, Rust): built into a wheel in a stage of its own, so the image
+# carries neither the toolchain nor the build tree. (Not built on the project's machines, which
+# have no Docker engine; without the wheel the consumer would run its Python path.)
+FROM rust:1-slim-bookworm AS native
+RUN apt-get update && apt-get install -y --no-install-recommends python3 python3-venv && rm -rf /var/lib/apt/lists/*
+COPY native /src/native
+RUN python3 -m venv /build && /build/bin/pip install --no-cache-dir "maturin>=1.5,<2" \
+    && /build/bin/maturin build --release --manifest-path /src/native/Cargo.toml --out /wheels
+
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -13,7 +23,8 @@ COPY pyproject.toml README.md /tmp/src/
 COPY consumer /tmp/src/consumer
 COPY handlers /tmp/src/handlers
 COPY database /tmp/src/database
-RUN pip install /tmp/src && rm -rf /tmp/src
+COPY --from=native /wheels /tmp/wheels
+RUN pip install /tmp/src /tmp/wheels/*.whl && rm -rf /tmp/src /tmp/wheels
 
 RUN useradd --create-home --uid 10001 --user-group app
 USER app

@@ -10,6 +10,7 @@ run concurrently, so the database stages overlap each other and the CPU stages: 
 stages (decode, prepare) as CPU time, the others as latency.
     kafka_fetch    awaiting AIOKafkaConsumer.getmany (includes waiting for the broker)
     decode         add_records: decode_fast per record (msgspec, pydantic for what it declines), pure CPU
+    decode_native  native_batch: the native path's decode, collapse and literals of one part (GIL released)
     prepare        Aggregate.prepare: collapse, rows, JSON, pure CPU
     sql_lock       lock_positions (SELECT ... FOR UPDATE on consumer_offsets)
     sql_upserts    write_prepared: the set-based upserts, client side + server execution
@@ -97,6 +98,7 @@ def install() -> None:
     from handlers.aggregate import Aggregate
 
     loop.add_records = _timed_sync("decode", loop.add_records)
+    loop.native_batch = _timed_sync("decode_native", loop.native_batch)
     Aggregate.prepare = _timed_sync("prepare", Aggregate.prepare)
     loop.lock_positions = _timed_async("sql_lock", loop.lock_positions)
     loop.write_prepared = _timed_async("sql_upserts", loop.write_prepared)

@@ -84,6 +84,26 @@ where
 #[derive(Deserialize)]
 struct Str<'a>(#[serde(borrow)] Cow<'a, str>);
 
+/// A derived struct Deserialize also takes a JSON array (the fields in order); the contract's
+/// objects must be JSON objects, so this admits a map only.
+struct MapOnly<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for MapOnly<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = MapOnly<T>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                T::deserialize(de::value::MapAccessDeserializer::new(map)).map(MapOnly)
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
+}
+
 enum Total<'a> {
     Pos(u64),
     Neg(i64),
@@ -152,7 +172,7 @@ struct RawEvent<'a> {
     occurred_at: Str<'a>,
     version: i64,
     #[serde(borrow)]
-    data: RawData<'a>,
+    data: MapOnly<RawData<'a>>,
 }
 
 // -- the checks of handlers/fast_decode.py ------------------------------------------------------
@@ -329,12 +349,12 @@ struct Event {
 }
 
 fn decode(value: &[u8]) -> Option<Event> {
-    let raw: RawEvent = serde_json::from_slice(value).ok()?;
+    let MapOnly(raw): MapOnly<RawEvent> = serde_json::from_slice(value).ok()?;
     let kind = Kind::from_name(&raw.event_type.0)?;
     if !is_uuid(&raw.event_id.0) || !is_timestamp(&raw.occurred_at.0) || raw.version < 1 {
         return None;
     }
-    let d = raw.data;
+    let MapOnly(d) = raw.data;
     let id = d.id.filter(|id| *id > 0)?;
     let payload = match kind {
         Kind::UserCreated | Kind::UserUpdated => {

@@ -43,6 +43,23 @@ def test_default_registry_covers_all_six_event_types():
     assert {t for t, a in registry.items() if a is orders} == {"order.created", "order.updated", "order.cancelled"}
 
 
+def test_native_path_serves_the_default_registry():
+    # scripts/bootstrap.sh builds it; the suite runs against the path production runs.
+    from handlers.native import unavailable_reason
+
+    assert unavailable_reason(build_registry()) is None
+
+
+def test_native_path_refuses_a_registry_it_does_not_know():
+    from handlers.native import unavailable_reason
+
+    registry = dict(build_registry())
+    del registry["user.deleted"]
+    assert "event types" in unavailable_reason(registry)
+    registry = dict(build_registry(), **{"user.deleted": orders})
+    assert "differently" in unavailable_reason(registry)
+
+
 def test_registry_of_fakes():
     registry = build_registry([FAKE_USERS, FAKE_ORDERS])
     assert set(registry) == EVENT_TYPE_NAMES
