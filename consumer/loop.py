@@ -46,7 +46,6 @@ log = structlog.get_logger("consumer.loop")
 KAFKA_COMMIT_ATTEMPTS = 5
 LAG_REFRESH_IDLE_S = 5.0  # how often idle polls refresh the lag gauges
 INFLIGHT_POLL_MS = 5  # getmany's wait while a batch is in flight
-RAMP_START_RECORDS = 2_000  # the first batch after an idle poll; each next one twice as big, up to batch_max_records
 
 
 class Abandoned(Exception):
@@ -140,16 +139,12 @@ class ConsumerLoop:
         and its records fetched again."""
         self.stats.last_progress_at = time.monotonic()
         inflight: asyncio.Task[set[TopicPartition]] | None = None
-        # After an idle spell, batches ramp up from a small one: the database starts on the first
-        # records while the next, bigger batch is fetched and prepared (a backlog would otherwise
-        # leave it idle while the first full batch is parsed).
-        ramp = min(RAMP_START_RECORDS, self._batch_max_records)
         try:
             while not self._stopping.is_set():
                 # With a batch in flight, wait for records only briefly: the next batch is prepared
                 # as soon as the broker's answer arrives, and the finished one is collected soon.
                 timeout_ms = INFLIGHT_POLL_MS if inflight is not None else self._poll_timeout_ms
-                records = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=ramp)
+                records = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=self._batch_max_records)
                 self.stats.last_progress_at = time.monotonic()
                 if not records:
                     if inflight is not None:
@@ -157,7 +152,6 @@ class ConsumerLoop:
                             task, inflight = inflight, None
                             await task
                         continue
-                    ramp = min(RAMP_START_RECORDS, self._batch_max_records)
                     if self._pending_commit:
                         async with self._lock:
                             await self._commit_kafka({})
@@ -165,7 +159,6 @@ class ConsumerLoop:
                         async with self._lock:
                             await self._refresh_lag()
                     continue
-                ramp = min(ramp * 2, self._batch_max_records)
                 generation = self._generation
                 parts = await self._prepare(records)
                 if inflight is not None:
