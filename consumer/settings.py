@@ -28,10 +28,10 @@ class Settings(BaseSettings):
     kafka_sasl_password: SecretStr | None = None
     kafka_ssl_cafile: str | None = None
     database_url: SecretStr
-    batch_max_records: int = Field(20_000, ge=1, le=100_000)
+    batch_max_records: int = Field(50_000, ge=1, le=100_000)
     write_concurrency: int = Field(2, ge=1, le=32)
     fetch_max_bytes: int = Field(16 * 1024 * 1024, ge=1024)
-    max_partition_fetch_bytes: int = Field(2 * 1024 * 1024, ge=1024)
+    max_partition_fetch_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     max_poll_interval_ms: int = Field(300_000, ge=1000)
     session_timeout_ms: int = Field(30_000, ge=1000)
     db_pool_size: int = Field(5, ge=1, le=100)

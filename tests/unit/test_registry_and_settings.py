@@ -163,10 +163,10 @@ def test_defaults(env):
     assert s.kafka_dlq_suffix == ".dlq"
     assert s.kafka_client_id == "event-consumer"
     assert s.database_url.get_secret_value() == VALID_URL
-    assert s.batch_max_records == 20_000
+    assert s.batch_max_records == 50_000
     assert s.write_concurrency == 2
     assert s.fetch_max_bytes == 16 * 1024 * 1024
-    assert s.max_partition_fetch_bytes == 2 * 1024 * 1024
+    assert s.max_partition_fetch_bytes == 8 * 1024 * 1024
     assert s.max_poll_interval_ms == 300_000
     assert s.session_timeout_ms == 30_000
     assert (s.db_pool_size, s.db_max_overflow) == (5, 5)
