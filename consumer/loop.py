@@ -38,7 +38,7 @@ from consumer.retry import (
 )
 from handlers.aggregate import Aggregate
 from handlers.apply import prepare_events, write_prepared
-from handlers.native import unavailable_reason
+from handlers.native import prepare_connection, unavailable_reason
 
 T = TypeVar("T")
 log = structlog.get_logger("consumer.loop")
@@ -311,11 +311,14 @@ class ConsumerLoop:
     async def _apply(self, batch: Batch, dead_letters: Awaitable[None] | None = None) -> Counter:
         """One transaction; `dead_letters` (the batch's DLQ sends) is awaited before its COMMIT."""
         try:
-            async with self._engine.begin() as conn:
-                counts = await self._apply_in(conn, batch)
-                await save_positions(conn, self._group_id, batch.next_offsets)
-                if dead_letters is not None:
-                    await asyncio.shield(dead_letters)  # shared by the parts: one's cancellation is not the others'
+            async with self._engine.connect() as conn:
+                if batch.sources is not None:
+                    await prepare_connection(conn, self._registry)  # the native path's batch tables
+                async with conn.begin():
+                    counts = await self._apply_in(conn, batch)
+                    await save_positions(conn, self._group_id, batch.next_offsets)
+                    if dead_letters is not None:
+                        await asyncio.shield(dead_letters)  # shared by the parts: one's cancellation is not the others'
             counts["dead_lettered"] += len(batch.poison)
             return counts
         except DBAPIError as exc:

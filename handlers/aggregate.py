@@ -1,14 +1,15 @@
 """One aggregate (users, orders): how its events collapse and how they are written."""
 
+import io
 from collections.abc import Callable, Sequence
-from typing import Any
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from handlers.collapse import EntityChange, applies_one_by_one, collapse
-from handlers.sql import array_literal, columns_params, stored_versions_then, unnest_upsert
+from handlers.sql import array_literal, batch_table, columns_params, copied_upsert, stored_versions_then, unnest_upsert
 
 Row = tuple  # a row's values in its Aggregate's `columns` order
 
@@ -47,10 +48,16 @@ class Aggregate:
         columns = list(columns)
         self._columns = columns
         self.columns = tuple(columns)
-        self._full_upsert = unnest_upsert(table, columns, [c for c in columns if c not in ("id", "created_at")])
+        full_update = [c for c in columns if c not in ("id", "created_at")]
+        self._full_upsert = unnest_upsert(table, columns, full_update)
         self._patch_upsert = unnest_upsert(table, columns, patch_update)
         self._versions_with_full = stored_versions_then(table, self._full_upsert)
         self._versions_only = stored_versions_then(table, None)
+        # The native path's rows arrive by binary COPY into batch tables (handlers.native).
+        self.batch_tables = (batch_table(table, columns, "full"), batch_table(table, columns, "patch"))
+        self._copied_full_upsert = copied_upsert(table, self.batch_tables[0], full_update)
+        self._copied_patch_upsert = copied_upsert(table, self.batch_tables[1], patch_update)
+        self._versions_with_copied_full = stored_versions_then(table, self._copied_full_upsert)
 
     def _is_full(self, event) -> bool:
         return event.event_type in self.full_event_types
@@ -74,6 +81,8 @@ class Aggregate:
         """Writes a prepared batch inside the caller's transaction. Never commits."""
         if not prepared.entities:
             return Applied(0, 0, ())
+        if prepared.copied:
+            return await self._write_copied(conn, prepared)
         if prepared.full_rows is not None:
             result = await conn.execute(self._versions_with_full, {"entity_ids": prepared.entity_ids, **prepared.full_rows})
         else:
@@ -82,6 +91,28 @@ class Aggregate:
         stored = dict(zip(ids, versions)) if ids else {}
         if prepared.patch_rows is not None:
             await conn.execute(self._patch_upsert, prepared.patch_rows)
+        return self._applied(prepared, stored)
+
+    async def _write_copied(self, conn: AsyncConnection, prepared: "Prepared") -> Applied:
+        """The native path: the rows as binary COPY data into this connection's batch tables
+        (created by handlers.native.prepare_connection, emptied at commit), then the same
+        version-guarded upserts reading them."""
+        driver = (await conn.get_raw_connection()).driver_connection
+        full_table, patch_table = self.batch_tables
+        if prepared.full_rows is not None:
+            await driver.copy_to_table(full_table.name, source=io.BytesIO(prepared.full_rows), format="binary")
+            result = await conn.execute(self._versions_with_copied_full, {"entity_ids": prepared.entity_ids})
+        else:
+            result = await conn.execute(self._versions_only, {"entity_ids": prepared.entity_ids})
+        ids, versions = result.one()
+        stored = dict(zip(ids, versions)) if ids else {}
+        if prepared.patch_rows is not None:
+            await driver.copy_to_table(patch_table.name, source=io.BytesIO(prepared.patch_rows), format="binary")
+            await conn.execute(self._copied_patch_upsert)
+        return self._applied(prepared, stored)
+
+    @staticmethod
+    def _applied(prepared: "Prepared", stored: dict[int, int]) -> Applied:
         if prepared.native is not None:
             outcomes = prepared.native.outcomes(stored)
         else:
@@ -100,7 +131,10 @@ class Prepared:
     events: Sequence
     entities: int  # how many entities the batch changes
     entity_ids: str  # their ids, an array literal
-    full_rows: dict[str, str] | None  # the full-state upsert's parameters (an array literal per column), or None
-    patch_rows: dict[str, str] | None
-    # handlers.native: the native path's per-event outcomes (events is empty then), else None
+    # the full-state upsert's parameters (an array literal per column); on the native path the
+    # rows as binary COPY data (bytes); None without full-state rows
+    full_rows: dict[str, str] | bytes | None
+    patch_rows: dict[str, str] | bytes | None
+    # the native path's per-event outcomes (events is empty then), else None
     native: Any = None
+    copied: bool = False  # the rows are binary COPY data for the batch tables

@@ -10,7 +10,11 @@ tests/unit/test_native.py holds it to pydantic and to the Python path.
 Optional: without the extension (or with a registry other than the built-in one, whose event
 types, aggregates and columns the extension knows), the consumer runs the Python path."""
 
+import weakref
 from collections.abc import Mapping, Sequence
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.schema import CreateTable
 
 from handlers.aggregate import Aggregate, Prepared
 from handlers.apply import PreparedEvents
@@ -44,9 +48,12 @@ def unavailable_reason(registry: Mapping[str, Aggregate]) -> str | None:
 class NativePart:
     """One batch part on the native path: add() each partition's values in turn, then finish()."""
 
-    def __init__(self, registry: Mapping[str, Aggregate]) -> None:
+    def __init__(self, registry: Mapping[str, Aggregate], *, copy: bool = True) -> None:
+        """copy: the rows as binary COPY data (what the consumer writes); otherwise as the Python
+        path's array literals (for comparing the two)."""
         self._aggregates = {aggregate.name: aggregate for aggregate in registry.values()}
         self._builder = ec_native.PartBuilder()
+        self._copy = copy
 
     def add(self, values: list, topic: str) -> list[int]:
         """Decodes one partition's values (offset order); returns the indices it declined."""
@@ -57,21 +64,43 @@ class NativePart:
         (topic, event_type) label of every event."""
         parts: list = []
         all_labels: list = []
-        for name, entities, entity_ids, full, patch, labels, outcomes in self._builder.finish():
+        for name, entities, entity_ids, full, patch, labels, outcomes in self._builder.finish(self._copy):
             aggregate = self._aggregates[name]
-            params = [column_param(c) for c in aggregate.columns]
+            if not self._copy:
+                params = [column_param(c) for c in aggregate.columns]
+                full = dict(zip(params, full, strict=True)) if full is not None else None
+                patch = dict(zip(params, patch, strict=True)) if patch is not None else None
             prepared = Prepared(
                 aggregate=aggregate,
                 events=(),
                 entities=entities,
                 entity_ids=entity_ids,
-                full_rows=dict(zip(params, full, strict=True)) if full is not None else None,
-                patch_rows=dict(zip(params, patch, strict=True)) if patch is not None else None,
+                full_rows=full,
+                patch_rows=patch,
                 native=outcomes,
+                copied=self._copy,
             )
             parts.append((prepared, labels))
             all_labels += labels
         return PreparedEvents(parts), all_labels
+
+
+_prepared_connections: "weakref.WeakSet" = weakref.WeakSet()
+
+
+async def prepare_connection(conn: AsyncConnection, registry: Mapping[str, Aggregate]) -> None:
+    """Creates the aggregates' batch tables (temporary, emptied at every commit) on this
+    connection once, committed on their own so that no batch's rollback undoes them. Call it
+    before the connection's transaction begins."""
+    driver = (await conn.get_raw_connection()).driver_connection
+    if driver in _prepared_connections:
+        return
+    aggregates = {aggregate.name: aggregate for aggregate in registry.values()}.values()
+    for aggregate in aggregates:
+        for table in aggregate.batch_tables:
+            await conn.execute(CreateTable(table, if_not_exists=True))
+    await conn.commit()
+    _prepared_connections.add(driver)
 
 
 def decode_one(value: bytes) -> tuple | None:
@@ -79,4 +108,4 @@ def decode_one(value: bytes) -> tuple | None:
     return ec_native.decode_one(value)
 
 
-__all__: Sequence[str] = ("NativePart", "unavailable_reason", "decode_one", "ec_native")
+__all__: Sequence[str] = ("NativePart", "unavailable_reason", "prepare_connection", "decode_one", "ec_native")

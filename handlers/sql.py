@@ -12,7 +12,7 @@ import re
 from collections.abc import Sequence
 
 import msgspec
-from sqlalchemy import BigInteger, Boolean, DateTime, Numeric, String, Table, Text, bindparam, cast, func, select
+from sqlalchemy import BigInteger, Boolean, Column, DateTime, MetaData, Numeric, String, Table, Text, bindparam, cast, func, select
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.sql import Select
 from sqlalchemy.sql.dml import Insert
@@ -45,6 +45,34 @@ def unnest_upsert(table: Table, columns: Sequence[str], update: Sequence[str]) -
     arrays = [cast(bindparam(column_param(c.name), type_=Text()), ARRAY(_unbounded(c.type))) for c in cols]
     source = func.unnest(*arrays).table_valued(*columns).render_derived(name="batch")
     stmt = insert(table).from_select(list(columns), select(*source.c))
+    return stmt.on_conflict_do_update(
+        index_elements=[table.c.id],
+        set_={name: stmt.excluded[name] for name in update},
+        where=stmt.excluded.version > table.c.version,
+    )
+
+
+# Not Base.metadata: these tables live in each connection's temporary schema, never in a migration.
+_batch_tables = MetaData()
+
+
+def batch_table(table: Table, columns: Sequence[str], kind: str) -> Table:
+    """A temporary table shaped like `columns` of `table` (element types unbounded, as in the
+    unnest arrays), emptied at every commit: the native path COPYs a batch's rows into it."""
+    return Table(
+        f"ec_batch_{table.name}_{kind}",
+        _batch_tables,
+        *(Column(name, _unbounded(table.c[name].type)) for name in columns),
+        prefixes=["TEMPORARY"],
+        postgresql_on_commit="DELETE ROWS",
+    )
+
+
+def copied_upsert(table: Table, source: Table, update: Sequence[str]) -> Insert:
+    """INSERT INTO t (cols) SELECT cols FROM source ON CONFLICT (id) DO UPDATE SET ... WHERE
+    excluded.version > t.version: unnest_upsert with the rows read from a batch table."""
+    columns = [c.name for c in source.columns]
+    stmt = insert(table).from_select(columns, select(*source.columns))
     return stmt.on_conflict_do_update(
         index_elements=[table.c.id],
         set_={name: stmt.excluded[name] for name in update},

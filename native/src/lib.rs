@@ -199,8 +199,46 @@ fn days_in_month(year: u32, month: u32) -> u32 {
     }
 }
 
-/// YYYY-MM-DDTHH:MM:SS[.f{1,6}](Z|+HH:MM|-HH:MM), a real date and time, a UTC offset under 24 h.
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    // days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm)
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+const PG_EPOCH_DAYS: i64 = 10_957; // 2000-01-01, PostgreSQL's timestamp epoch, in days since 1970-01-01
+
+/// YYYY-MM-DDTHH:MM:SS[.f{1,6}](Z|+HH:MM|-HH:MM), a real date and time, a UTC offset under 24 h:
+/// the instant in microseconds since 2000-01-01T00:00:00Z (timestamptz's binary form), or None.
 /// Years 1 and 9999 are declined (their UTC conversion can overflow; the Python path checks it).
+fn timestamp_micros(s: &str) -> Option<i64> {
+    if !is_timestamp(s) {
+        return None;
+    }
+    let b = s.as_bytes();
+    let l = b.len();
+    let n = |r: std::ops::Range<usize>| num(&b[r]).unwrap() as i64;
+    let days = days_from_civil(n(0..4), n(5..7), n(8..10)) - PG_EPOCH_DAYS;
+    let mut seconds = days * 86_400 + n(11..13) * 3600 + n(14..16) * 60 + n(17..19);
+    let fraction_end = if b[l - 1] == b'Z' {
+        l - 1
+    } else {
+        let offset = n(l - 5..l - 3) * 3600 + n(l - 2..l) * 60;
+        seconds -= if b[l - 6] == b'+' { offset } else { -offset };
+        l - 6
+    };
+    let mut micros = 0;
+    if fraction_end > 20 {
+        let digits = &b[20..fraction_end];
+        micros = num(digits).unwrap() as i64 * 10_i64.pow(6 - digits.len() as u32);
+    }
+    Some(seconds * 1_000_000 + micros)
+}
+
 fn is_timestamp(s: &str) -> bool {
     let b = s.as_bytes();
     let l = b.len();
@@ -301,8 +339,16 @@ fn is_name(s: &str) -> bool {
 const MONEY_LIMIT: u64 = 10_000_000_000;
 
 /// pydantic's Money (ge=0, lt=10**10, at most 2 places) for the forms fast_decode is sure of, as
-/// the text of a numeric equal to the Decimal it would hold.
-fn money(total: &Total) -> Option<String> {
+/// the text of a numeric equal to the Decimal it would hold, and as (unscaled, scale).
+fn money(total: &Total) -> Option<(String, u64, u16)> {
+    let text = money_text(total)?;
+    let (int, frac) = text.split_once('.').unwrap_or((&text, ""));
+    let unscaled = format!("{int}{frac}").parse::<u64>().ok()?;
+    let scale = frac.len() as u16;
+    Some((text, unscaled, scale))
+}
+
+fn money_text(total: &Total) -> Option<String> {
     match total {
         Total::Pos(v) => (*v < MONEY_LIMIT).then(|| v.to_string()),
         Total::Neg(v) => (*v == 0).then(|| "0".to_string()),
@@ -335,7 +381,7 @@ fn money(total: &Total) -> Option<String> {
 
 enum Payload {
     User { email: String, name: String, is_active: bool },
-    Order { user_id: i64, total: String, status: &'static str },
+    Order { user_id: i64, total: String, total_num: (u64, u16), status: &'static str },
     Ref,
 }
 
@@ -343,6 +389,7 @@ struct Event {
     kind: Kind,
     event_id: String,
     occurred_at: String,
+    occurred_us: i64,
     version: i64,
     id: i64,
     payload: Payload,
@@ -351,9 +398,10 @@ struct Event {
 fn decode(value: &[u8]) -> Option<Event> {
     let MapOnly(raw): MapOnly<RawEvent> = serde_json::from_slice(value).ok()?;
     let kind = Kind::from_name(&raw.event_type.0)?;
-    if !is_uuid(&raw.event_id.0) || !is_timestamp(&raw.occurred_at.0) || raw.version < 1 {
+    if !is_uuid(&raw.event_id.0) || raw.version < 1 {
         return None;
     }
+    let occurred_us = timestamp_micros(&raw.occurred_at.0)?;
     let MapOnly(d) = raw.data;
     let id = d.id.filter(|id| *id > 0)?;
     let payload = match kind {
@@ -373,10 +421,10 @@ fn decode(value: &[u8]) -> Option<Event> {
                 return None;
             }
             let user_id = d.user_id.filter(|u| *u > 0)?;
-            let total = money(&d.total?)?;
+            let (total, unscaled, scale) = money(&d.total?)?;
             let status = d.status?.0;
             let status = STATUSES.iter().copied().find(|s| *s == status)?;
-            Payload::Order { user_id, total, status }
+            Payload::Order { user_id, total, total_num: (unscaled, scale), status }
         }
         Kind::UserDeleted | Kind::OrderCancelled => {
             if d.email.is_some() || d.name.is_some() || d.is_active.is_some() || d.user_id.is_some() || d.total.is_some() || d.status.is_some() {
@@ -389,6 +437,7 @@ fn decode(value: &[u8]) -> Option<Event> {
         kind,
         event_id: raw.event_id.0.into_owned(),
         occurred_at: raw.occurred_at.0.into_owned(),
+        occurred_us,
         version: raw.version,
         id,
         payload,
@@ -478,6 +527,130 @@ struct Literals {
     patch: Option<Vec<String>>,
 }
 
+/// PostgreSQL's binary COPY format: a header, per row a field count and each field as a length
+/// (-1: NULL) and its binary value, a trailer.
+struct CopyRows(Vec<u8>);
+
+impl CopyRows {
+    fn new(rows: usize) -> Self {
+        let mut v = Vec::with_capacity(rows * 96 + 21);
+        v.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
+        v.extend_from_slice(&[0; 8]); // flags, header extension length
+        CopyRows(v)
+    }
+    fn row(&mut self, fields: i16) {
+        self.0.extend_from_slice(&fields.to_be_bytes());
+    }
+    fn null(&mut self) {
+        self.0.extend_from_slice(&(-1i32).to_be_bytes());
+    }
+    fn int8(&mut self, v: i64) {
+        self.0.extend_from_slice(&8i32.to_be_bytes());
+        self.0.extend_from_slice(&v.to_be_bytes());
+    }
+    /// timestamptz: microseconds since 2000-01-01T00:00:00Z
+    fn timestamptz(&mut self, micros: i64) {
+        self.int8(micros);
+    }
+    fn text(&mut self, s: &str) {
+        self.0.extend_from_slice(&(s.len() as i32).to_be_bytes());
+        self.0.extend_from_slice(s.as_bytes());
+    }
+    fn boolean(&mut self, b: bool) {
+        self.0.extend_from_slice(&1i32.to_be_bytes());
+        self.0.push(b as u8);
+    }
+    /// numeric of unscaled / 10^scale (scale <= 2): base-10000 digits, the fraction in one group
+    fn numeric(&mut self, unscaled: u64, scale: u16) {
+        let (mut int_part, fraction) = if scale == 0 {
+            (unscaled, None)
+        } else {
+            let x = unscaled * 10u64.pow(4 - scale as u32);
+            (x / 10_000, Some((x % 10_000) as i16))
+        };
+        let mut digits: Vec<i16> = Vec::with_capacity(4);
+        while int_part > 0 {
+            digits.push((int_part % 10_000) as i16);
+            int_part /= 10_000;
+        }
+        digits.reverse();
+        let mut weight = digits.len() as i16 - 1;
+        digits.extend(fraction);
+        if digits.iter().all(|d| *d == 0) {
+            digits.clear();
+            weight = 0;
+        }
+        self.0.extend_from_slice(&(8 + 2 * digits.len() as i32).to_be_bytes());
+        for v in [digits.len() as i16, weight, 0, scale as i16] {
+            self.0.extend_from_slice(&v.to_be_bytes());
+        }
+        for d in digits {
+            self.0.extend_from_slice(&d.to_be_bytes());
+        }
+    }
+    fn finish(mut self) -> Vec<u8> {
+        self.0.extend_from_slice(&(-1i16).to_be_bytes());
+        self.0
+    }
+}
+
+/// The full-state and patch rows of one aggregate as binary COPY data (columns in USERS_COLUMNS /
+/// ORDERS_COLUMNS order), for the ids in `ids` (sorted).
+fn copies(which: usize, agg: &Aggregate, ids: &[i64]) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
+    let n_cols = if which == 0 { USERS_COLUMNS.len() } else { ORDERS_COLUMNS.len() } as i16;
+    let (mut full, mut patch) = (CopyRows::new(ids.len()), CopyRows::new(0));
+    let (mut n_full, mut n_patch) = (0, 0);
+    for id in ids {
+        let change = &agg.changes[id];
+        let first = &agg.events[change.first];
+        if let Some(f) = change.full {
+            let e = &agg.events[f];
+            full.row(n_cols);
+            full.int8(*id);
+            match &e.payload {
+                Payload::User { email, name, is_active } => {
+                    full.text(email);
+                    full.text(name);
+                    full.boolean(*is_active);
+                    full.int8(e.version);
+                    full.null(); // a full state after a delete revives the user
+                    full.timestamptz(first.occurred_us);
+                    full.timestamptz(e.occurred_us);
+                }
+                Payload::Order { user_id, total_num, status, .. } => {
+                    full.int8(*user_id);
+                    full.numeric(total_num.0, total_num.1);
+                    full.text(status);
+                    full.int8(e.version);
+                    full.timestamptz(first.occurred_us);
+                    full.timestamptz(e.occurred_us);
+                }
+                Payload::Ref => unreachable!("a full-state event has a full payload"),
+            }
+            n_full += 1;
+        }
+        if let Some(p) = change.patch {
+            let e = &agg.events[p];
+            patch.row(n_cols);
+            patch.int8(*id);
+            patch.null();
+            patch.null();
+            if which == 0 {
+                patch.boolean(false);
+                patch.int8(e.version);
+                patch.timestamptz(e.occurred_us);
+            } else {
+                patch.text("cancelled");
+                patch.int8(e.version);
+            }
+            patch.timestamptz(first.occurred_us);
+            patch.timestamptz(e.occurred_us);
+            n_patch += 1;
+        }
+    }
+    ((n_full > 0).then(|| full.finish()), (n_patch > 0).then(|| patch.finish()))
+}
+
 fn literals(which: usize, agg: &Aggregate) -> Literals {
     let mut ids: Vec<i64> = agg.changes.keys().copied().collect();
     ids.sort_unstable();
@@ -508,7 +681,7 @@ fn literals(which: usize, agg: &Aggregate) -> Literals {
                     quoted(&mut c[6], &first.occurred_at);
                     quoted(&mut c[7], &e.occurred_at);
                 }
-                Payload::Order { user_id, total, status } => {
+                Payload::Order { user_id, total, status, .. } => {
                     c[1].push_str(&user_id.to_string());
                     quoted(&mut c[2], total);
                     quoted(&mut c[3], status);
@@ -668,22 +841,40 @@ impl PartBuilder {
     }
 
     /// Per aggregate with events ("users" first, then "orders"): (name, entities, entity_ids,
-    /// full-state columns or None, patch columns or None, labels, Outcomes). The columns are the
-    /// array literals in USERS_COLUMNS / ORDERS_COLUMNS order; labels are (topic, event_type) per
-    /// event, in the order of Outcomes.outcomes().
-    fn finish<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+    /// full-state rows or None, patch rows or None, labels, Outcomes). The rows are a list of array
+    /// literals, one per column in USERS_COLUMNS / ORDERS_COLUMNS order, or with `copy` binary
+    /// COPY data (bytes) of those columns; labels are (topic, event_type) per event, in the order
+    /// of Outcomes.outcomes().
+    #[pyo3(signature = (copy = false))]
+    fn finish<'py>(&mut self, py: Python<'py>, copy: bool) -> PyResult<Bound<'py, PyList>> {
         if self.finished {
             return Err(pyo3::exceptions::PyRuntimeError::new_err("PartBuilder already finished"));
         }
         self.finished = true;
         let inner = &self.inner;
-        let lits: Vec<Option<Literals>> = py.allow_threads(|| {
-            (0..2).map(|w| (!inner.aggregates[w].keys.is_empty()).then(|| literals(w, &inner.aggregates[w]))).collect()
+        type Copies = (Option<Vec<u8>>, Option<Vec<u8>>);
+        let built: Vec<Option<(Literals, Option<Copies>)>> = py.allow_threads(|| {
+            (0..2)
+                .map(|w| {
+                    let agg = &inner.aggregates[w];
+                    (!agg.keys.is_empty()).then(|| {
+                        if copy {
+                            let mut ids: Vec<i64> = agg.changes.keys().copied().collect();
+                            ids.sort_unstable();
+                            let entity_ids = format!("{{{}}}", ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(","));
+                            let lit = Literals { entities: ids.len(), entity_ids, full: None, patch: None };
+                            (lit, Some(copies(w, agg, &ids)))
+                        } else {
+                            (literals(w, agg), None)
+                        }
+                    })
+                })
+                .collect()
         });
         let mut label_objects: HashMap<u32, Py<PyTuple>> = HashMap::new();
         let out = PyList::empty(py);
-        for (which, lit) in lits.into_iter().enumerate() {
-            let Some(lit) = lit else { continue };
+        for (which, item) in built.into_iter().enumerate() {
+            let Some((lit, copied)) = item else { continue };
             let agg = &mut self.inner.aggregates[which];
             let mut labels = Vec::with_capacity(agg.labels.len());
             for label in &agg.labels {
@@ -700,16 +891,15 @@ impl PartBuilder {
                 labels.push(obj);
             }
             let outcomes = Py::new(py, Outcomes { keys: std::mem::take(&mut agg.keys) })?;
-            let item = (
-                AGGREGATES[which],
-                lit.entities,
-                lit.entity_ids,
-                lit.full,
-                lit.patch,
-                PyList::new(py, labels)?,
-                outcomes,
-            )
-                .into_pyobject(py)?;
+            let labels = PyList::new(py, labels)?;
+            let item = match copied {
+                Some((full, patch)) => {
+                    let full = full.map(|b| PyBytes::new(py, &b));
+                    let patch = patch.map(|b| PyBytes::new(py, &b));
+                    (AGGREGATES[which], lit.entities, lit.entity_ids, full, patch, labels, outcomes).into_pyobject(py)?
+                }
+                None => (AGGREGATES[which], lit.entities, lit.entity_ids, lit.full, lit.patch, labels, outcomes).into_pyobject(py)?,
+            };
             out.append(item)?;
         }
         self.inner = Inner::default();
@@ -725,7 +915,7 @@ fn decode_one(py: Python<'_>, value: &[u8]) -> PyResult<PyObject> {
     let Some(e) = decode(value) else { return Ok(py.None()) };
     let (email, name, is_active, user_id, total, status) = match e.payload {
         Payload::User { email, name, is_active } => (Some(email), Some(name), Some(is_active), None, None, None),
-        Payload::Order { user_id, total, status } => (None, None, None, Some(user_id), Some(total), Some(status)),
+        Payload::Order { user_id, total, status, .. } => (None, None, None, Some(user_id), Some(total), Some(status)),
         Payload::Ref => (None, None, None, None, None, None),
     };
     let t = (e.kind.name(), e.event_id, e.occurred_at, e.version, e.id, email, name, is_active, user_id, total, status);

@@ -329,7 +329,7 @@ def rows_of(columns: tuple[str, ...], params: dict[str, str] | None) -> dict[str
 
 
 def run_native(chunks: list[tuple[str, list]]) -> tuple[object, list, list[list[int]]]:
-    part = NativePart(build_registry())
+    part = NativePart(build_registry(), copy=False)
     declined = [part.add(values, topic) for topic, values in chunks]
     prepared, labels = part.finish()
     return prepared, labels, declined
