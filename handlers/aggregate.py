@@ -5,7 +5,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Table
+from sqlalchemy import DateTime, Table
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from handlers.collapse import EntityChange, applies_one_by_one, collapse
@@ -48,6 +48,7 @@ class Aggregate:
         columns = list(columns)
         self._columns = columns
         self.columns = tuple(columns)
+        self._timestamps = frozenset(c.name for c in table.columns if isinstance(c.type, DateTime))
         full_update = [c for c in columns if c not in ("id", "created_at")]
         self._full_upsert = unnest_upsert(table, columns, full_update)
         self._patch_upsert = unnest_upsert(table, columns, patch_update)
@@ -73,8 +74,8 @@ class Aggregate:
             events=events,
             entities=len(changes),
             entity_ids=array_literal([c.entity_id for c in changes]),
-            full_rows=columns_params(self._columns, full_rows) if full_rows else None,
-            patch_rows=columns_params(self._columns, patch_rows) if patch_rows else None,
+            full_rows=columns_params(self._columns, full_rows, self._timestamps) if full_rows else None,
+            patch_rows=columns_params(self._columns, patch_rows, self._timestamps) if patch_rows else None,
         )
 
     async def write(self, conn: AsyncConnection, prepared: "Prepared") -> Applied:
@@ -98,6 +99,11 @@ class Aggregate:
         (created by handlers.native.prepare_connection, emptied at commit), then the same
         version-guarded upserts reading them."""
         driver = (await conn.get_raw_connection()).driver_connection
+        if not driver.is_in_transaction():
+            # SQLAlchemy's asyncpg adapter sends BEGIN with the first statement it executes; a
+            # COPY straight on the driver before it would commit on its own (and the batch table
+            # be emptied at once).
+            await conn.exec_driver_sql("SELECT 1")
         full_table, patch_table = self.batch_tables
         if prepared.full_rows is not None:
             await driver.copy_to_table(full_table.name, source=io.BytesIO(prepared.full_rows), format="binary")

@@ -9,7 +9,8 @@ encoder: a JSON array of scalars is an array literal once its brackets are brace
 asyncpg's binary array encoder inspects every element."""
 
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from datetime import timezone
 
 import msgspec
 from sqlalchemy import BigInteger, Boolean, Column, DateTime, MetaData, Numeric, String, Table, Text, bindparam, cast, func, select
@@ -116,6 +117,15 @@ def _element(value: object) -> str:
     return _encode(value).decode()
 
 
-def columns_params(columns: Sequence[str], rows: Sequence[tuple]) -> dict[str, str]:
-    """Rows (tuples in `columns` order) -> {col_<name>: array literal}, the parameters of unnest_upsert."""
-    return {column_param(name): array_literal(values) for name, values in zip(columns, zip(*rows), strict=True)}
+def columns_params(columns: Sequence[str], rows: Sequence[tuple], timestamps: Collection[str] = ()) -> dict[str, str]:
+    """Rows (tuples in `columns` order) -> {col_<name>: array literal}, the parameters of unnest_upsert.
+    The `timestamps` columns' values go as UTC: PostgreSQL reads a UTC offset of 16 hours or more
+    as out of range, though the contract allows any offset under 24 hours."""
+    return {
+        column_param(name): array_literal(_in_utc(values) if name in timestamps else values)
+        for name, values in zip(columns, zip(*rows), strict=True)
+    }
+
+
+def _in_utc(values: Sequence) -> list:
+    return [None if v is None else v.astimezone(timezone.utc) for v in values]
