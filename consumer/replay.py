@@ -3,9 +3,9 @@
 Manual partition assignment and no consumer group: neither the live group's committed offsets in
 Kafka nor its positions in `consumer_offsets` are read or written, so a replay is safe while
 `run` is running. The range is fixed at the start (end offsets, or the offsets of `--until`), so a
-replay always terminates. Records go through the same code as `run` (build_batch, then one
-transaction per fetched batch with apply_events); the version guard makes applying them again
-harmless (already applied events count as stale).
+replay always terminates. Records go through the same code as `run` (consumer.loop.prepare_parts,
+on the native path when it is built, then one transaction per fetched batch with write_prepared);
+the version guard makes applying them again harmless (already applied events count as stale).
 """
 
 import argparse
@@ -225,6 +225,9 @@ class Replayer:
         self._on_progress = on_progress
         self._positions = {tp: r.start for tp, r in self._ranges.items()}
         self.stats = ReplayStats()
+        from handlers.native import unavailable_reason
+
+        self._native = unavailable_reason(registry) is None
 
     def done_per_topic(self) -> dict[str, int]:
         done: Counter = Counter()
@@ -260,22 +263,25 @@ class Replayer:
                     self._on_progress(topic, done)
 
     async def _process(self, records: Mapping[Any, list]) -> None:
-        from consumer.batch import build_batch
+        from consumer.batch import Batch
+        from consumer.loop import prepare_parts
         from consumer.retry import is_transient_db_error, is_transient_kafka_error
 
-        batch = build_batch(records)
+        # One part (one transaction), decoded and prepared in a worker thread as `run` does.
+        parts = await asyncio.to_thread(prepare_parts, records, self._registry, 1, self._native)
+        batch = parts[0] if parts else Batch()
         rejected: list = []
         counts: Counter = Counter()
         if not self._dry_run:
             if batch.poison and self._dlq:
                 await self._retrying("dead-letter", lambda: self._dead_letter(batch.poison), is_transient_kafka_error)
-            if batch.events:
+            if batch.labels:  # one label per event
                 transient = (lambda e: is_transient_db_error(e) or is_transient_kafka_error(e)) if self._dlq else is_transient_db_error
                 counts, rejected = await self._retrying("apply", lambda: self._apply(batch), transient)
         s = self.stats
         s.batches += 1
         s.records += batch.size
-        s.events += len(batch.events)
+        s.events += len(batch.labels)
         s.applied += counts["applied"]
         s.stale += counts["stale"]
         s.malformed += len(batch.poison) + len(rejected)
@@ -300,11 +306,15 @@ class Replayer:
         from sqlalchemy.exc import DBAPIError
 
         from consumer.retry import is_data_error, is_transient_db_error, short_error
-        from handlers.apply import apply_events
+        from handlers.apply import write_prepared
+        from handlers.native import prepare_connection
 
         try:
-            async with self._engine.begin() as conn:
-                return await apply_events(conn, self._registry, batch.events), []
+            async with self._engine.connect() as conn:
+                if batch.sources is not None:
+                    await prepare_connection(conn, self._registry)  # the native path's batch tables
+                async with conn.begin():
+                    return await write_prepared(conn, batch.prepared), []
         except DBAPIError as exc:
             if is_transient_db_error(exc) or not is_data_error(exc):
                 raise
@@ -314,8 +324,10 @@ class Replayer:
     async def _apply_isolating(self, batch: Any) -> tuple[Counter, list]:
         """As `run` does: the events the database rejects are dead-lettered (with --dlq, acked
         before the commit) or counted as malformed; the rest applies."""
+        from consumer.batch import ensure_decoded
         from consumer.dead_letter import apply_isolating
 
+        ensure_decoded(batch)
         async with self._engine.begin() as conn:
             counts, rejected = await apply_isolating(conn, self._registry, batch.events, batch.event_records)
             if rejected and self._dlq:
