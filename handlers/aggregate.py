@@ -45,9 +45,7 @@ class Aggregate:
         self._patch_row = patch_row
         if sorted(columns) != sorted(c.name for c in table.columns):
             raise ValueError(f"{name}: the row builders' columns {list(columns)} are not the columns of {table.name}")
-        columns = list(columns)
-        self._columns = columns
-        self.columns = tuple(columns)
+        self.columns = columns = tuple(columns)
         self._timestamps = frozenset(c.name for c in table.columns if isinstance(c.type, DateTime))
         full_update = [c for c in columns if c not in ("id", "created_at")]
         self._full_upsert = unnest_upsert(table, columns, full_update)
@@ -74,8 +72,8 @@ class Aggregate:
             events=events,
             entities=len(changes),
             entity_ids=array_literal([c.entity_id for c in changes]),
-            full_rows=columns_params(self._columns, full_rows, self._timestamps) if full_rows else None,
-            patch_rows=columns_params(self._columns, patch_rows, self._timestamps) if patch_rows else None,
+            full_rows=columns_params(self.columns, full_rows, self._timestamps) if full_rows else None,
+            patch_rows=columns_params(self.columns, patch_rows, self._timestamps) if patch_rows else None,
         )
 
     async def write(self, conn: AsyncConnection, prepared: "Prepared") -> Applied:

@@ -651,19 +651,32 @@ fn copies(which: usize, agg: &Aggregate, ids: &[i64]) -> (Option<Vec<u8>>, Optio
     ((n_full > 0).then(|| full.finish()), (n_patch > 0).then(|| patch.finish()))
 }
 
-fn literals(which: usize, agg: &Aggregate) -> Literals {
+/// The aggregate's changed entity ids, ascending (the order of the rows and of entity_ids).
+fn sorted_ids(agg: &Aggregate) -> Vec<i64> {
     let mut ids: Vec<i64> = agg.changes.keys().copied().collect();
     ids.sort_unstable();
-    let n_cols = if which == 0 { USERS_COLUMNS.len() } else { ORDERS_COLUMNS.len() };
-    let mut entity_ids = String::with_capacity(ids.len() * 8 + 2);
-    entity_ids.push('{');
-    let (mut full, mut patch) = (Columns::new(n_cols, ids.len()), Columns::new(n_cols, 0));
-    let (mut n_full, mut n_patch) = (0, 0);
+    ids
+}
+
+/// '{1,2,3}'
+fn ids_literal(ids: &[i64]) -> String {
+    let mut out = String::with_capacity(ids.len() * 8 + 2);
+    out.push('{');
     for (i, id) in ids.iter().enumerate() {
         if i > 0 {
-            entity_ids.push(',');
+            out.push(',');
         }
-        entity_ids.push_str(&id.to_string());
+        out.push_str(&id.to_string());
+    }
+    out.push('}');
+    out
+}
+
+fn literals(which: usize, agg: &Aggregate, ids: &[i64]) -> Literals {
+    let n_cols = if which == 0 { USERS_COLUMNS.len() } else { ORDERS_COLUMNS.len() };
+    let (mut full, mut patch) = (Columns::new(n_cols, ids.len()), Columns::new(n_cols, 0));
+    let (mut n_full, mut n_patch) = (0, 0);
+    for id in ids {
         let change = &agg.changes[id];
         let first = &agg.events[change.first];
         if let Some(f) = change.full {
@@ -718,10 +731,9 @@ fn literals(which: usize, agg: &Aggregate) -> Literals {
             n_patch += 1;
         }
     }
-    entity_ids.push('}');
     Literals {
         entities: ids.len(),
-        entity_ids,
+        entity_ids: ids_literal(ids),
         full: (n_full > 0).then(|| full.finish()),
         patch: (n_patch > 0).then(|| patch.finish()),
     }
@@ -858,14 +870,12 @@ impl PartBuilder {
                 .map(|w| {
                     let agg = &inner.aggregates[w];
                     (!agg.keys.is_empty()).then(|| {
+                        let ids = sorted_ids(agg);
                         if copy {
-                            let mut ids: Vec<i64> = agg.changes.keys().copied().collect();
-                            ids.sort_unstable();
-                            let entity_ids = format!("{{{}}}", ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(","));
-                            let lit = Literals { entities: ids.len(), entity_ids, full: None, patch: None };
+                            let lit = Literals { entities: ids.len(), entity_ids: ids_literal(&ids), full: None, patch: None };
                             (lit, Some(copies(w, agg, &ids)))
                         } else {
-                            (literals(w, agg), None)
+                            (literals(w, agg, &ids), None)
                         }
                     })
                 })
