@@ -270,7 +270,7 @@ class CopyApplier:
     def __init__(self, aggregate) -> None:
         self.a = aggregate
         t = aggregate.table.name
-        cols = aggregate._columns
+        cols = aggregate.columns
         col_list = ", ".join(cols)
         full_update = ", ".join(f"{c} = excluded.{c}" for c in cols if c not in ("id", "created_at"))
         patch_update = ", ".join(f"{c} = excluded.{c}" for c in self._patch_update_columns())
@@ -302,7 +302,7 @@ class CopyApplier:
         if not changes:
             return
         ids = [c.entity_id for c in changes]
-        cols = a._columns
+        cols = a.columns
         full_rows = [a._full_row(c) for c in changes if c.full is not None]
         if full_rows:
             await conn.copy_records_to_table(self.temp_full, records=full_rows, columns=cols)

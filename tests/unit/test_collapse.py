@@ -83,7 +83,7 @@ def simulate_apply(aggregate: Aggregate, rows: dict[int, dict], events: list) ->
     ids = [c.entity_id for c in changes]
     assert len(ids) == len(set(ids)), "an unnest upsert cannot touch one row twice"
     stored = {i: rows[i]["version"] for i in ids if i in rows}
-    columns = aggregate._columns
+    columns = aggregate.columns
     for change in changes:
         if change.full is not None:
             row = dict(zip(columns, aggregate._full_row(change), strict=True))
