@@ -2,6 +2,7 @@
 
     eval "$(bash scripts/services.sh env)"
     .venv/bin/python -m bench.run [--events N] [--naive-budget-s S] [--skip-naive] [--profile]
+    .venv/bin/python -m bench.run --skip-naive --skip-limits --rounds 4 --extra-fields
 
 Publishes N records (generated events plus a few malformed ones) to fresh topics, then runs each
 contestant on its own fresh database and (where it reads Kafka) its own fresh consumer group:
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
 import pickle
 import shutil
 import signal
@@ -142,6 +144,29 @@ def parse_consumer_log(path: Path, wall_start: float) -> dict:
         steady_events_per_s=round((sum(sizes) - sizes[0]) / span, 1) if span > 0 else None,
     )
     return out
+
+
+async def publish_workload(ctx: Context, prefix: str = "bench") -> dict:
+    """Publishes ctx.wl to fresh topics (and their .dlq topics); sets ctx.topics and ctx.ends and
+    returns what the results record of it."""
+    ctx.topics = {workload.USERS: unique(f"{prefix}-users"), workload.ORDERS: unique(f"{prefix}-orders")}
+    await ctx.kafka.create_topics(ctx.topic_list + [t + ".dlq" for t in ctx.topic_list], ctx.args.partitions)
+    t0 = time.perf_counter()
+    via = await asyncio.gather(*(publish(ctx.services.bootstrap, ctx.topics[role], ctx.wl.messages[role], ctx.args.publish_via)
+                                 for role in (workload.USERS, workload.ORDERS)))
+    pub_s = time.perf_counter() - t0
+    ctx.ends = await ctx.kafka.end_offsets(ctx.topic_list)
+    published = sum(ctx.ends.values())
+    say(f"published {published:,} records to {ctx.topic_list} via {via[0]} in {pub_s:.1f} s")
+    if published != ctx.wl.n:
+        raise SystemExit(f"bench: published {published} records, expected {ctx.wl.n}")
+    return {
+        "publish_s": round(pub_s, 2),
+        "publish_via": via[0],
+        "users_topic_records": len(ctx.wl.messages[workload.USERS]),
+        "orders_topic_records": len(ctx.wl.messages[workload.ORDERS]),
+        "value_bytes_mean": round(sum(len(v) for v in ctx.wl.values()) / ctx.wl.n, 1),
+    }
 
 
 async def dlq_count(ctx: Context) -> int:
@@ -454,6 +479,12 @@ def table(result: dict) -> str:
         out.append(f"this tree / {against['rev']} ({against['commit'][:10]}) = {_fmt_ratio(against['this_over_against_median'])}"
                    f"  (median of paired rounds: {per_round}; ahead in {against['this_ahead_in_rounds']} of "
                    f"{len(against['this_over_against_per_round'])})")
+    extra = result.get("extra_fields")
+    if extra:
+        per_round = ", ".join(_fmt_ratio(x) for x in extra["extra_over_plain_per_round"])
+        out.append(f"extra fields / plain = {_fmt_ratio(extra['extra_over_plain_median'])}  (median of paired rounds: "
+                   f"{per_round}; within 10%: {extra['within_10_percent']}; mean value "
+                   f"{result['workload']['value_bytes_mean']:.0f} -> {result['extra_fields_workload']['value_bytes_mean']:.0f} bytes)")
     out.append("events/s leaves fixed start-up costs out of every contestant (event-consumer: from its group "
                "assignment; naive: from its first record; limits: the timed section); 'from start' keeps them in.")
     out.append("A contestant marked FAILED wrote wrong tables (or crashed): its rate does not count.")
@@ -487,19 +518,26 @@ def checkout(rev: str, workdir: Path) -> dict:
     return {"tree": tree, "commit": commit.stdout.strip()}
 
 
+def paired(runs: list[dict], base_runs: list[dict]) -> tuple[list[float | None], float | None, int]:
+    """Paired ratios runs / base_runs, round by round (the two ran back to back; None where either
+    failed), their median (the lower middle one) and the rounds in which runs was ahead."""
+    per_round = [ratio(a.get("events_per_s"), b.get("events_per_s")) if a.get("status") == b.get("status") == "OK" else None
+                 for a, b in zip(runs, base_runs)]
+    valid = sorted(x for x in per_round if x is not None)
+    return per_round, valid[(len(valid) - 1) // 2] if valid else None, sum(1 for x in valid if x > 1)
+
+
 def against_summary(rev: str, against: dict, this_runs: list[dict], other_runs: list[dict]) -> dict:
     """Paired ratios this tree / the other, round by round (the two ran back to back)."""
-    paired = [ratio(a.get("events_per_s"), b.get("events_per_s")) if a.get("status") == b.get("status") == "OK" else None
-              for a, b in zip(this_runs, other_runs)]
-    valid = sorted(x for x in paired if x is not None)
+    per_round, median, ahead = paired(this_runs, other_runs)
     return {
         "rev": rev,
         "commit": against["commit"],
         "this_events_per_s": [r.get("events_per_s") for r in this_runs],
         "against_events_per_s": [r.get("events_per_s") for r in other_runs],
-        "this_over_against_per_round": paired,
-        "this_over_against_median": valid[(len(valid) - 1) // 2] if valid else None,
-        "this_ahead_in_rounds": sum(1 for x in valid if x > 1),
+        "this_over_against_per_round": per_round,
+        "this_over_against_median": median,
+        "this_ahead_in_rounds": ahead,
     }
 
 
@@ -544,55 +582,65 @@ async def amain(args: argparse.Namespace) -> dict:
         gen_s = time.perf_counter() - t0
         say(f"generated {args.events:,} records ({args.malformed} malformed), model: "
             f"{len(ctx.wl.model.users):,} users, {len(ctx.wl.model.orders):,} orders ({gen_s:.1f} s)")
-        ctx.topics = {workload.USERS: unique("bench-users"), workload.ORDERS: unique("bench-orders")}
-        await kafka.create_topics(ctx.topic_list + [t + ".dlq" for t in ctx.topic_list], args.partitions)
-        t0 = time.perf_counter()
-        via = await asyncio.gather(*(publish(services.bootstrap, ctx.topics[role], ctx.wl.messages[role], args.publish_via)
-                                     for role in (workload.USERS, workload.ORDERS)))
-        pub_s = time.perf_counter() - t0
-        ctx.ends = await kafka.end_offsets(ctx.topic_list)
-        published = sum(ctx.ends.values())
-        say(f"published {published:,} records to {ctx.topic_list} via {via[0]} in {pub_s:.1f} s")
-        if published != args.events:
-            raise SystemExit(f"bench: published {published} records, expected {args.events}")
         result["workload"] = {
             "generate_and_model_s": round(gen_s, 2),
-            "publish_s": round(pub_s, 2),
-            "publish_via": via[0],
-            "users_topic_records": len(ctx.wl.messages[workload.USERS]),
-            "orders_topic_records": len(ctx.wl.messages[workload.ORDERS]),
-            "value_bytes_mean": round(sum(len(v) for v in ctx.wl.values()) / args.events, 1),
+            **await publish_workload(ctx),
             "expected_users": len(ctx.wl.model.users),
             "expected_orders": len(ctx.wl.model.orders),
         }
+        extra = None
+        if args.extra_fields:
+            # the same events (same seed) with a newer producer's extra fields, on topics of their own;
+            # checked against the plain workload's model
+            extra = copy.copy(ctx)
+            extra.wl = workload.build(args.events, args.seed, args.malformed, extra_fields=True)
+            extra.wl.model = ctx.wl.model
+            say(f"generated the extra-fields variant of the same {args.events:,} records")
+            result["extra_fields_workload"] = await publish_workload(extra, "bench-extra")
         contestants = result["contestants"]
         if not args.skip_limits:
             contestants["decode limit"] = await run_decode_limit(ctx)
         # With --rounds N the database limit and event-consumer alternate N times; the table
         # shows each one's median run, and the paired ratios of every round are kept.
-        limit_runs, consumer_runs, against_runs = [], [], []
+        # With --against or --extra-fields, the other run of each round (another checkout's
+        # consumer, or this one on the extra-fields workload) goes beside event-consumer's.
+        limit_runs, consumer_runs, other_runs = [], [], []
         against = checkout(args.against, workdir) if args.against else None
         for r in range(args.rounds):
             if not args.skip_limits:
                 limit_runs.append(await run_db_limit(ctx))
             this = lambda: run_event_consumer(ctx, "event-consumer" if args.rounds == 1 else f"event-consumer-{r + 1}")  # noqa: E731
-            if against is None:
+            if against is not None:
+                other = lambda: run_event_consumer(ctx, f"against-{r + 1}", tree=against["tree"])  # noqa: E731
+            elif extra is not None:
+                other = lambda: run_event_consumer(extra, f"extra-fields-{r + 1}")  # noqa: E731
+            else:
                 consumer_runs.append(await this())
                 continue
-            other = lambda: run_event_consumer(ctx, f"against-{r + 1}", tree=against["tree"])  # noqa: E731
             # the order alternates from round to round, so that a drifting machine favours neither
             if r % 2 == 0:
                 consumer_runs.append(await this())
-                against_runs.append(await other())
+                other_runs.append(await other())
             else:
-                against_runs.append(await other())
+                other_runs.append(await other())
                 consumer_runs.append(await this())
         if limit_runs:
             contestants["database limit"] = median_run(limit_runs)
         contestants["event-consumer"] = median_run(consumer_runs)
         if against is not None:
-            result["against"] = against_summary(args.against, against, consumer_runs, against_runs)
-            contestants[f"against {args.against}"] = median_run(against_runs)
+            result["against"] = against_summary(args.against, against, consumer_runs, other_runs)
+            contestants[f"against {args.against}"] = median_run(other_runs)
+        if extra is not None:
+            per_round, median, _ = paired(other_runs, consumer_runs)
+            result["extra_fields"] = {
+                "fields": "envelope: trace_id (32 hex), schema_version 2; data: source, tags (bench.workload.with_extra_fields)",
+                "plain_events_per_s": [r.get("events_per_s") for r in consumer_runs],
+                "extra_events_per_s": [r.get("events_per_s") for r in other_runs],
+                "extra_over_plain_per_round": per_round,
+                "extra_over_plain_median": median,
+                "within_10_percent": None if median is None else median >= 0.9,
+            }
+            contestants["event-consumer, extra fields"] = median_run(other_runs)
         if args.rounds > 1:
             result["rounds"] = {
                 "database_limit_events_per_s": [r.get("events_per_s") for r in limit_runs],
@@ -645,9 +693,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=1,
                    help="run the database limit and event-consumer this many times, alternating; the table "
                         "shows each one's median run and the per-round ratios follow it (default 1)")
-    p.add_argument("--against", metavar="REV",
-                   help="also run event-consumer of git revision REV (a worktree), alternating with this tree's in "
-                        "every round, and print the paired ratio: judges a change on a machine whose speed drifts")
+    paired_with = p.add_mutually_exclusive_group()
+    paired_with.add_argument("--against", metavar="REV",
+                             help="also run event-consumer of git revision REV (a worktree), alternating with this tree's "
+                                  "in every round, and print the paired ratio: judges a change on a machine whose speed drifts")
+    paired_with.add_argument("--extra-fields", action="store_true",
+                             help="also run event-consumer on the same workload with a newer producer's extra fields "
+                                  "(trace_id, schema_version; data.source, data.tags) on topics of their own, alternating "
+                                  "with the plain run in every round, and print the paired ratio extra / plain")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--malformed", type=int, default=20, help="poison records mixed in (default 20)")
     p.add_argument("--partitions", type=int, default=3, help="partitions per topic (default 3)")

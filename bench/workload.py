@@ -35,6 +35,19 @@ MALFORMED_KINDS: list[bytes] = [
     orjson.dumps({**_GOOD, "data": {"id": "7", "email": "a@example.com", "name": "A"}}),
     orjson.dumps({**_GOOD, "event_type": "order.created", "data": {"id": 1, "user_id": 1, "total": "1.001", "status": "paid"}}),
 ]
+SOURCES = ["web", "mobile", "api", "batch"]
+TAGS = ["promo", "beta", "vip", "eu", "us", "retry", "import"]
+
+
+def with_extra_fields(value: bytes) -> bytes:
+    """The same event as a newer producer sends it (bench.run --extra-fields): a random 32-hex
+    `trace_id` and `schema_version` 2 on the envelope, a `source` and a few `tags` in `data`. The
+    contract ignores extra fields, so the final state is the plain workload's. Drawn from the
+    event_id, so an exact duplicate stays an exact duplicate."""
+    event = orjson.loads(value)
+    rng = random.Random(event["event_id"])
+    data = {**event["data"], "source": rng.choice(SOURCES), "tags": rng.sample(TAGS, rng.randint(1, 3))}
+    return orjson.dumps({**event, "trace_id": f"{rng.getrandbits(128):032x}", "schema_version": 2, "data": data})
 
 
 @dataclass
@@ -64,11 +77,13 @@ def malformed_records(count: int, rng: random.Random) -> list[tuple[bytes, bytes
 
 
 def generate_chunk(
-    n: int, seed: int, *, malformed: int = 0, user_id_base: int = 0, order_id_base: int = 0
+    n: int, seed: int, *, malformed: int = 0, user_id_base: int = 0, order_id_base: int = 0, extra_fields: bool = False
 ) -> tuple[dict[str, list[tuple[bytes, bytes]]], list[bytes]]:
     """n records: n - malformed generated events (~30% users, 5% exact duplicates, 5% late older
     versions), plus `malformed` poison records inserted at random places on both topics.
-    Returns the messages per topic role and the valid values in generation order (for the model)."""
+    Returns the messages per topic role and the valid values in generation order (for the model).
+    extra_fields: the events are published with_extra_fields (the values for the model stay plain;
+    the malformed records are the same)."""
     rng = random.Random(seed * 7919 + 1)
     events = Generator(seed=seed, user_id_base=user_id_base, order_id_base=order_id_base).stream(
         n - malformed, duplicates=0.05, older=0.05, user_share=0.3
@@ -78,17 +93,18 @@ def generate_chunk(
     for event in events:
         value = orjson.dumps(event)
         in_order.append(value)
-        messages[topic_for(event, USERS, ORDERS)].append((str(event["data"]["id"]).encode(), value))
+        published = with_extra_fields(value) if extra_fields else value
+        messages[topic_for(event, USERS, ORDERS)].append((str(event["data"]["id"]).encode(), published))
     for i, record in enumerate(malformed_records(malformed, rng)):
         target = messages[USERS if i % 2 == 0 else ORDERS]
         target.insert(rng.randrange(len(target) + 1), record)
     return messages, in_order
 
 
-def build(n: int, seed: int = 1, malformed: int = 20) -> Workload:
+def build(n: int, seed: int = 1, malformed: int = 20, extra_fields: bool = False) -> Workload:
     from tests.model import ReadModel
 
-    messages, in_order = generate_chunk(n, seed, malformed=malformed)
+    messages, in_order = generate_chunk(n, seed, malformed=malformed, extra_fields=extra_fields)
     model = ReadModel()
     # Every entity's events stay on one topic and one partition (keyed by id), in generation
     # order: applying them one by one in that order is the expected final state.
