@@ -19,6 +19,7 @@ from consumer.settings import Settings
 from consumer.topics import ensure_dlq_topics
 from database.engine import make_engine
 from database.migrate import current_revision, head_revision
+from handlers.native import install_batch_tables
 from handlers.registry import build_registry
 
 GIL_SWITCH_INTERVAL_S = 0.0005
@@ -129,6 +130,7 @@ async def run(settings: Settings) -> int:
     engine = make_engine(
         settings.database_url.get_secret_value(), pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow
     )
+    install_batch_tables(engine, registry.aggregates)
     consumer = build_group_consumer(settings)
     producer = build_producer(settings)
     started: list = []

@@ -1,4 +1,4 @@
-"""One fetched batch, decoded and sorted into what happens to each record. Pure."""
+"""One fetched batch, decoded and sorted into what happens to each record, and prepared for its write. Pure."""
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -7,9 +7,14 @@ from typing import Any, Protocol
 
 from aiokafka import TopicPartition
 
-from handlers.decode import Poison, Tombstone, decode
-from handlers.fast_decode import decode_fast
-from handlers.native import NativePart
+import structlog
+
+from handlers.apply import PreparedEvents, prepare_events
+from handlers.decode import Poison, Tombstone
+from handlers.native import native_path
+from handlers.registry import Contract
+
+log = structlog.get_logger("consumer.batch")
 
 
 class Record(Protocol):
@@ -43,74 +48,131 @@ class Batch:
     # native path: the part's records per partition; `events` stays empty until ensure_decoded()
     sources: list[tuple[TopicPartition, Sequence[Record]]] | None = None
 
+    fallbacks: Counter = field(default_factory=Counter)  # records off the native path, per reason
+
     @property
     def partitions(self) -> list[TopicPartition]:
         return sorted(self.next_offsets)
 
+    def note_range(self, tp: TopicPartition, recs: Sequence[Record]) -> None:
+        self.first_offsets.setdefault(tp, recs[0].offset)
+        self.next_offsets[tp] = recs[-1].offset + 1
+        self.size += len(recs)
 
-def build_batch(records: Mapping[TopicPartition, Sequence[Record]]) -> Batch:
-    batch = Batch()
-    for tp in sorted(records):
-        add_records(batch, tp, records[tp])
-    return batch
+    def sort_out(self, record: Record, decoded: object) -> bool:
+        """Counts a tombstone, keeps a poison record; True for an event."""
+        if isinstance(decoded, Tombstone):
+            self.tombstones[record.topic] += 1
+            return False
+        if isinstance(decoded, Poison):
+            self.poison.append(PoisonRecord(record, decoded))
+            return False
+        return True
 
 
-def add_records(batch: Batch, tp: TopicPartition, recs: Sequence[Record]) -> None:
+class Preparer:
+    """Turns one fetched batch into parts that write themselves (pure, runs in a worker thread):
+    the native path for every aggregate it covers, pydantic and the Python row builders for the
+    rest; a record the native checks decline is decided by pydantic and, when valid, put back in
+    its slot. Every record that leaves the native path is counted by reason in `Batch.fallbacks`."""
+
+    def __init__(self, contract: Contract, native: bool = True) -> None:
+        self.contract = contract
+        self.native, self.native_unavailable = native_path(contract) if native else (None, "turned off")
+        self.python_only: dict[str, str] = dict(self.native.description.unsupported) if self.native else {}
+
+    def prepare(self, records: Mapping[TopicPartition, Sequence[Record]], writers: int = 1) -> list["Batch"]:
+        """One part per writer (disjoint partitions)."""
+        sizes = {tp: len(recs) for tp, recs in records.items() if recs}
+        return [self.prepare_part(tps, records) for tps in deal_partitions(sizes, writers)]
+
+    def prepare_part(self, tps: Sequence[TopicPartition], records: Mapping[TopicPartition, Sequence[Record]]) -> "Batch":
+        if self.native is not None:
+            try:
+                return self._native_part(tps, records)
+            except BaseException as exc:  # pyo3's PanicException is a BaseException
+                if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                    raise
+                reason = "panic" if type(exc).__name__ == "PanicException" else "error"
+                log.error("native fast path failed; this part takes the Python path", reason=reason, error=f"{type(exc).__name__}: {exc}"[:500])
+                return self._python_part(tps, records, reason)
+        return self._python_part(tps, records, "unavailable")
+
+    def _native_part(self, tps: Sequence[TopicPartition], records: Mapping[TopicPartition, Sequence[Record]]) -> "Batch":
+        part = self.native.part()  # type: ignore[union-attr]
+        batch = Batch(sources=[])
+        python_events: list = []
+        python_labels: list = []
+        base = 0
+        for tp in tps:
+            recs = records[tp]
+            if not recs:
+                continue
+            batch.note_range(tp, recs)
+            batch.sources.append((tp, recs))  # type: ignore[union-attr]
+            for slot, reason in part.add([record.value for record in recs], tp.topic):
+                record = recs[slot - base]
+                decoded = self.contract.decode(record.value)
+                if not batch.sort_out(record, decoded):
+                    continue
+                if part.fill(slot, decoded):
+                    batch.fallbacks[reason] += 1
+                else:  # its aggregate is not on the native path
+                    batch.fallbacks["unsupported"] += 1
+                    python_events.append(decoded)
+                    python_labels.append((record.topic, decoded.event_type))
+            base += len(recs)
+        parts = part.finish()
+        if python_events:
+            parts += prepare_events(self.contract, python_events, python_labels).parts
+        batch.prepared = PreparedEvents(parts)
+        batch.labels = [label for _, labels in parts for label in labels]
+        return batch
+
+    def _python_part(self, tps: Sequence[TopicPartition], records: Mapping[TopicPartition, Sequence[Record]], reason: str) -> "Batch":
+        batch = Batch()
+        for tp in tps:
+            add_records(batch, tp, records[tp], self.contract)
+        batch.labels = [(record.topic, event.event_type) for event, record in zip(batch.events, batch.event_records)]
+        batch.prepared = prepare_events(self.contract, batch.events, batch.labels)
+        if batch.events:
+            batch.fallbacks[reason] += len(batch.events)
+        return batch
+
+    def ensure_decoded(self, batch: "Batch") -> None:
+        """Fills in `events` and `event_records` of a native-path batch (the slow isolating path
+        needs them one by one); a no-op for a batch prepared on the Python path."""
+        if batch.sources is None or batch.events:
+            return
+        decoded = Batch()
+        for tp, recs in batch.sources:
+            add_records(decoded, tp, recs, self.contract)
+        batch.events, batch.event_records = decoded.events, decoded.event_records
+
+
+def add_records(batch: "Batch", tp: TopicPartition, recs: Sequence[Record], contract: Contract) -> None:
     """Decodes `recs` (consecutive records of one partition, in offset order, following any of
-    that partition already in the batch) into the batch."""
+    that partition already in the batch) with pydantic into the batch."""
     if not recs:
         return
-    batch.first_offsets.setdefault(tp, recs[0].offset)
-    batch.next_offsets[tp] = recs[-1].offset + 1
-    batch.size += len(recs)
-    events, event_records = batch.events, batch.event_records
+    batch.note_range(tp, recs)
     for record in recs:
-        decoded = decode_fast(record.value)
-        if isinstance(decoded, Tombstone):
-            batch.tombstones[record.topic] += 1
-        elif isinstance(decoded, Poison):
-            batch.poison.append(PoisonRecord(record, decoded))
-        else:
-            events.append(decoded)
-            event_records.append(record)
+        decoded = contract.decode(record.value)
+        if batch.sort_out(record, decoded):
+            batch.events.append(decoded)
+            batch.event_records.append(record)
 
 
-def native_batch(tps: Sequence[TopicPartition], records: Mapping[TopicPartition, Sequence[Record]], registry: Mapping) -> Batch | None:
-    """The part of `records` on `tps`, decoded and prepared on the native path (handlers.native):
-    labels and prepared set, events left empty (see ensure_decoded). None when a value the native
-    path declined is a valid event after all: the caller prepares the part on the Python path."""
-    part = NativePart(registry)
-    batch = Batch(sources=[])
-    for tp in tps:
-        recs = records[tp]
-        if not recs:
-            continue
-        batch.sources.append((tp, recs))  # type: ignore[union-attr]
-        batch.first_offsets.setdefault(tp, recs[0].offset)
-        batch.next_offsets[tp] = recs[-1].offset + 1
-        batch.size += len(recs)
-        for i in part.add([record.value for record in recs], tp.topic):
-            record = recs[i]
-            decoded = decode(record.value)  # pydantic, the authority, for what the native path declined
-            if isinstance(decoded, Tombstone):
-                batch.tombstones[record.topic] += 1
-            elif isinstance(decoded, Poison):
-                batch.poison.append(PoisonRecord(record, decoded))
-            else:
-                return None
-    batch.prepared, batch.labels = part.finish()
-    return batch
-
-
-def ensure_decoded(batch: Batch) -> None:
-    """Fills in `events` and `event_records` of a native-path batch (the slow isolating path
-    needs them one by one); a no-op for a batch prepared on the Python path."""
-    if batch.sources is None or batch.events:
-        return
-    decoded = Batch()
-    for tp, recs in batch.sources:
-        add_records(decoded, tp, recs)
-    batch.events, batch.event_records = decoded.events, decoded.event_records
+def deal_partitions(sizes: Mapping[TopicPartition, int], parts: int) -> list[list[TopicPartition]]:
+    """Deals the partitions of a fetch to at most `parts` writers: the biggest first, each to the
+    writer with the fewest records so far. Each writer's list is sorted."""
+    groups: list[list[TopicPartition]] = [[] for _ in range(max(1, min(parts, len(sizes))))]
+    loads = [0] * len(groups)
+    for tp in sorted(sizes, key=lambda tp: (-sizes[tp], tp)):
+        i = loads.index(min(loads))
+        groups[i].append(tp)
+        loads[i] += sizes[tp]
+    return [sorted(group) for group in groups if group]
 
 
 def dead_letter_headers(item: PoisonRecord) -> list[tuple[str, bytes]]:

@@ -22,7 +22,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from consumer.batch import Batch, PoisonRecord, add_records, ensure_decoded, native_batch
+from consumer.batch import Batch, PoisonRecord, Preparer
 from consumer.dead_letter import apply_isolating, send_dead_letters
 from consumer.metrics import UNKNOWN_EVENT_TYPE, ConsumerMetrics
 from consumer.offsets import load_positions, lock_positions, save_positions
@@ -36,9 +36,8 @@ from consumer.retry import (
     short_error,
     sqlstate_of,
 )
-from handlers.aggregate import Aggregate
-from handlers.apply import prepare_events, write_prepared
-from handlers.native import prepare_connection, unavailable_reason
+from handlers.apply import write_prepared
+from handlers.registry import Contract
 
 T = TypeVar("T")
 log = structlog.get_logger("consumer.loop")
@@ -46,6 +45,14 @@ log = structlog.get_logger("consumer.loop")
 KAFKA_COMMIT_ATTEMPTS = 5
 LAG_REFRESH_IDLE_S = 5.0  # how often idle polls refresh the lag gauges
 INFLIGHT_POLL_MS = 5  # getmany's wait while a batch is in flight
+FALLBACK_LOG_INTERVAL_S = 60.0
+FALLBACK_HINTS = {
+    "unavailable": "the ec_native extension is not built (scripts/bootstrap.sh with cargo)",
+    "unsupported": "an aggregate's schema uses a check the native path lacks (see the start-up warning)",
+    "panic": "a defect of the native path: please report it with the log above",
+    "error": "a defect of the native path: please report it with the log above",
+    "check": "a producer sends values the native checks leave to pydantic (valid, but slower)",
+}
 
 
 class Abandoned(Exception):
@@ -84,7 +91,7 @@ class ConsumerLoop:
         consumer: GroupConsumer,
         producer: Producer,
         engine: AsyncEngine,
-        registry: Mapping[str, Aggregate],
+        registry: Contract,
         group_id: str,
         dlq_suffix: str,
         batch_max_records: int,
@@ -116,9 +123,11 @@ class ConsumerLoop:
         # Lag needs highwater()/position() (aiokafka's consumer has them; the GroupConsumer port does not require them).
         self._lag_source = consumer if hasattr(consumer, "highwater") and hasattr(consumer, "position") else None
         self._lag_refreshed_at = 0.0
-        # the native fast path (handlers.native) when it is built and knows this registry
-        self.native_unavailable = unavailable_reason(registry) if native else "turned off"
-        self.native = self.native_unavailable is None
+        self._preparer = Preparer(registry, native)
+        self.native_unavailable = self._preparer.native_unavailable
+        self.native = self._preparer.native is not None
+        self._fallbacks_logged_at: dict[str, float] = {}
+        self._fallbacks_unlogged: Counter = Counter()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -198,7 +207,7 @@ class ConsumerLoop:
         """Decode and prepare in a worker thread, so that the event loop stays free for the batch
         in flight: each of its statements goes out as soon as the database answers the last one
         (the loop thread gets the GIL back within the switch interval set by `consumer.app._tune_gil`)."""
-        return await asyncio.to_thread(prepare_parts, records, self._registry, self._write_concurrency, self.native)
+        return await asyncio.to_thread(self._preparer.prepare, records, self._write_concurrency)
 
     async def _process_locked(self, parts: list[Batch], generation: int) -> set[TopicPartition]:
         async with self._lock:
@@ -291,6 +300,19 @@ class ConsumerLoop:
         dead_lettered = poison + Counter({key[1]: n for key, n in counts.items() if isinstance(key, tuple) and key[0] == "dead_lettered"})
         outcomes = {key: n for key, n in counts.items() if isinstance(key, tuple) and key[0] in ("applied", "stale")}
         self.metrics.record_batch(consumed, batch.tombstones, dead_lettered, outcomes, batch.size)
+        if batch.fallbacks:
+            self._note_fallbacks(batch.fallbacks)
+
+    def _note_fallbacks(self, fallbacks: Counter) -> None:
+        """Counts the records that left the native path, and says why at most once a minute per reason."""
+        self.metrics.record_fallbacks(fallbacks)
+        self._fallbacks_unlogged.update(fallbacks)
+        now = time.monotonic()
+        for reason, n in list(self._fallbacks_unlogged.items()):
+            if now - self._fallbacks_logged_at.get(reason, -FALLBACK_LOG_INTERVAL_S) >= FALLBACK_LOG_INTERVAL_S:
+                log.warning("records left the native fast path", reason=reason, records=n, hint=FALLBACK_HINTS.get(reason, FALLBACK_HINTS["check"]))
+                self._fallbacks_logged_at[reason] = now
+                del self._fallbacks_unlogged[reason]
 
     async def _refresh_lag(self) -> None:
         """Lag per assigned partition: the high watermark of the last fetch minus the position."""
@@ -311,14 +333,11 @@ class ConsumerLoop:
     async def _apply(self, batch: Batch, dead_letters: Awaitable[None] | None = None) -> Counter:
         """One transaction; `dead_letters` (the batch's DLQ sends) is awaited before its COMMIT."""
         try:
-            async with self._engine.connect() as conn:
-                if batch.sources is not None:
-                    await prepare_connection(conn, self._registry)  # the native path's batch tables
-                async with conn.begin():
-                    counts = await self._apply_in(conn, batch)
-                    await save_positions(conn, self._group_id, batch.next_offsets)
-                    if dead_letters is not None:
-                        await asyncio.shield(dead_letters)  # shared by the parts: one's cancellation is not the others'
+            async with self._engine.begin() as conn:
+                counts = await self._apply_in(conn, batch)
+                await save_positions(conn, self._group_id, batch.next_offsets)
+                if dead_letters is not None:
+                    await asyncio.shield(dead_letters)  # shared by the parts: one's cancellation is not the others'
             counts["dead_lettered"] += len(batch.poison)
             return counts
         except DBAPIError as exc:
@@ -337,7 +356,7 @@ class ConsumerLoop:
     async def _apply_isolating(self, batch: Batch, dead_letters: Awaitable[None] | None = None) -> Counter:
         """Slow path after a non-transient database error: the rejected events are dead-lettered
         (acked before the transaction commits), the rest applies with the offsets."""
-        ensure_decoded(batch)
+        self._preparer.ensure_decoded(batch)
         async with self._engine.begin() as conn:
             stored = await lock_positions(conn, self._group_id, batch.partitions)
             if any(pos > batch.first_offsets[tp] for tp, pos in stored.items()):
@@ -476,42 +495,6 @@ class ConsumerLoop:
         return await retry_transient(
             operation, what=what, is_transient=is_transient, backoff=self._backoff, before_retry=before_retry
         )
-
-
-def prepare_parts(
-    records: Mapping[TopicPartition, list], registry: Mapping[str, Aggregate], writers: int, native: bool = False
-) -> list[Batch]:
-    """Decode and prepare one fetched batch, one part per writer (disjoint partitions). Pure.
-    With `native`, each part goes through the native path (handlers.native), or through the
-    Python path when the native path cannot take it."""
-    parts = []
-    for tps in deal_partitions({tp: len(recs) for tp, recs in records.items() if recs}, writers):
-        batch = None
-        if native:
-            try:
-                batch = native_batch(tps, records, registry)
-            except Exception as exc:  # noqa: BLE001 - a defect of the fast path must not stop the consumer
-                log.error("native fast path failed; this part takes the Python path", error=f"{type(exc).__name__}: {exc}")
-        if batch is None:
-            batch = Batch()
-            for tp in tps:
-                add_records(batch, tp, records[tp])
-            batch.labels = [(record.topic, event.event_type) for event, record in zip(batch.events, batch.event_records)]
-            batch.prepared = prepare_events(registry, batch.events, batch.labels)
-        parts.append(batch)
-    return parts
-
-
-def deal_partitions(sizes: Mapping[TopicPartition, int], parts: int) -> list[list[TopicPartition]]:
-    """Deals the partitions of a fetch to at most `parts` writers: the biggest first, each to the
-    writer with the fewest records so far. Each writer's list is sorted."""
-    groups: list[list[TopicPartition]] = [[] for _ in range(max(1, min(parts, len(sizes))))]
-    loads = [0] * len(groups)
-    for tp in sorted(sizes, key=lambda tp: (-sizes[tp], tp)):
-        i = loads.index(min(loads))
-        groups[i].append(tp)
-        loads[i] += sizes[tp]
-    return [sorted(group) for group in groups if group]
 
 
 class RebalanceListener(ConsumerRebalanceListener):

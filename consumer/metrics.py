@@ -61,6 +61,11 @@ class ConsumerMetrics:
             buckets=BATCH_SECONDS_BUCKETS,
         )
         self.db_retries = Counter("db_retries", "Transient database failures retried.", namespace=ns, registry=r)
+        self.native_fallback = Counter(
+            "native_fallback_records",
+            "Records that left the native fast path, by reason (a check it leaves to pydantic, unavailable, unsupported, panic).",
+            ["reason"], namespace=ns, registry=r,
+        )
         self.commit_failures = Counter(
             "kafka_commit_failures", "Kafka offset commits that failed (retried, carried over or dropped).", namespace=ns, registry=r
         )
@@ -97,6 +102,10 @@ class ConsumerMetrics:
             counter = self.applied if outcome == "applied" else self.stale
             counter.labels(topic, event_type).inc(n)
         self.batch_size.observe(size)
+
+    def record_fallbacks(self, fallbacks: Mapping[str, int]) -> None:
+        for reason, n in fallbacks.items():
+            self.native_fallback.labels(reason).inc(n)
 
     def set_lag(self, tp: TopicPartition, lag: int) -> None:
         self.lag.labels(tp.topic, str(tp.partition)).set(max(0, lag))

@@ -3,7 +3,7 @@
 Manual partition assignment and no consumer group: neither the live group's committed offsets in
 Kafka nor its positions in `consumer_offsets` are read or written, so a replay is safe while
 `run` is running. The range is fixed at the start (end offsets, or the offsets of `--until`), so a
-replay always terminates. Records go through the same code as `run` (consumer.loop.prepare_parts,
+replay always terminates. Records go through the same code as `run` (consumer.batch.Preparer,
 on the native path when it is built, then one transaction per fetched batch with write_prepared);
 the version guard makes applying them again harmless (already applied events count as stale).
 """
@@ -225,9 +225,9 @@ class Replayer:
         self._on_progress = on_progress
         self._positions = {tp: r.start for tp, r in self._ranges.items()}
         self.stats = ReplayStats()
-        from handlers.native import unavailable_reason
+        from consumer.batch import Preparer
 
-        self._native = unavailable_reason(registry) is None
+        self._preparer = Preparer(registry)
 
     def done_per_topic(self) -> dict[str, int]:
         done: Counter = Counter()
@@ -264,11 +264,10 @@ class Replayer:
 
     async def _process(self, records: Mapping[Any, list]) -> None:
         from consumer.batch import Batch
-        from consumer.loop import prepare_parts
         from consumer.retry import is_transient_db_error, is_transient_kafka_error
 
         # One part (one transaction), decoded and prepared in a worker thread as `run` does.
-        parts = await asyncio.to_thread(prepare_parts, records, self._registry, 1, self._native)
+        parts = await asyncio.to_thread(self._preparer.prepare, records, 1)
         batch = parts[0] if parts else Batch()
         rejected: list = []
         counts: Counter = Counter()
@@ -307,14 +306,10 @@ class Replayer:
 
         from consumer.retry import is_data_error, is_transient_db_error, short_error
         from handlers.apply import write_prepared
-        from handlers.native import prepare_connection
 
         try:
-            async with self._engine.connect() as conn:
-                if batch.sources is not None:
-                    await prepare_connection(conn, self._registry)  # the native path's batch tables
-                async with conn.begin():
-                    return await write_prepared(conn, batch.prepared), []
+            async with self._engine.begin() as conn:
+                return await write_prepared(conn, batch.prepared), []
         except DBAPIError as exc:
             if is_transient_db_error(exc) or not is_data_error(exc):
                 raise
@@ -324,10 +319,9 @@ class Replayer:
     async def _apply_isolating(self, batch: Any) -> tuple[Counter, list]:
         """As `run` does: the events the database rejects are dead-lettered (with --dlq, acked
         before the commit) or counted as malformed; the rest applies."""
-        from consumer.batch import ensure_decoded
         from consumer.dead_letter import apply_isolating
 
-        ensure_decoded(batch)
+        self._preparer.ensure_decoded(batch)
         async with self._engine.begin() as conn:
             counts, rejected = await apply_isolating(conn, self._registry, batch.events, batch.event_records)
             if rejected and self._dlq:
@@ -408,6 +402,7 @@ async def replay(settings: Any, args: argparse.Namespace) -> int:
     from consumer.progress import make_progress, route_logs_through_current_stderr
     from consumer.retry import Backoff
     from database.engine import make_engine
+    from handlers.native import install_batch_tables
     from handlers.registry import build_registry
 
     route_logs_through_current_stderr()
@@ -428,6 +423,8 @@ async def replay(settings: Any, args: argparse.Namespace) -> int:
 
     mode = "dry-run" if args.dry_run else "apply"
     engine = None if args.dry_run else make_engine(settings.database_url.get_secret_value(), pool_size=2, max_overflow=0)
+    if engine is not None:
+        install_batch_tables(engine, registry.aggregates)
     consumer = build_plain_consumer(settings)
     producer = build_producer(settings) if args.dlq else None
     started: list = []

@@ -1,14 +1,15 @@
-"""One aggregate (users, orders): how its events collapse and how they are written."""
+"""One aggregate (a compiled handlers.projection.Projection): how its events collapse and how they are written."""
 
 import io
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import DateTime, Table
+from sqlalchemy import DateTime
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from handlers.collapse import EntityChange, applies_one_by_one, collapse
+from handlers.projection import Projection
 from handlers.sql import array_literal, batch_table, columns_params, copied_upsert, stored_versions_then, unnest_upsert
 
 Row = tuple  # a row's values in its Aggregate's `columns` order
@@ -23,31 +24,21 @@ class Applied:
 
 
 class Aggregate:
-    """Full-state events replace the row; partial events (delete, cancel) patch it. Both are
-    version-guarded upserts; the partial one inserts a placeholder row when the entity is absent."""
+    """One projection compiled: its version-guarded upserts and the Python path's row builders.
+    Full-state events replace the row; patch events (delete, cancel) update some columns, and
+    insert a placeholder row when the entity is absent."""
 
-    def __init__(
-        self,
-        name: str,
-        table: Table,
-        full_event_types: frozenset[str],
-        partial_event_types: frozenset[str],
-        columns: Sequence[str],
-        full_row: Callable[[EntityChange], Row],
-        patch_row: Callable[[EntityChange], Row],
-        patch_update: Sequence[str],
-    ) -> None:
-        self.name = name
-        self.table = table
-        self.full_event_types = full_event_types
-        self.event_types = full_event_types | partial_event_types
-        self._full_row = full_row
-        self._patch_row = patch_row
-        if sorted(columns) != sorted(c.name for c in table.columns):
-            raise ValueError(f"{name}: the row builders' columns {list(columns)} are not the columns of {table.name}")
-        self.columns = columns = tuple(columns)
+    def __init__(self, projection: Projection) -> None:
+        self.projection = projection
+        self.name = projection.name
+        self.table = table = projection.table
+        self.full_event_types = projection.full_event_types
+        self.event_types = frozenset(projection.models)
+        self.columns = columns = projection.column_names
+        self._full_sources = tuple(projection.sources("full").values())
+        self._patch_sources = tuple(projection.sources("patch").values())
         self._timestamps = frozenset(c.name for c in table.columns if isinstance(c.type, DateTime))
-        full_update = [c for c in columns if c not in ("id", "created_at")]
+        full_update, patch_update = projection.updates("full"), projection.updates("patch")
         self._full_upsert = unnest_upsert(table, columns, full_update)
         self._patch_upsert = unnest_upsert(table, columns, patch_update)
         self._versions_with_full = stored_versions_then(table, self._full_upsert)
@@ -57,6 +48,14 @@ class Aggregate:
         self._copied_full_upsert = copied_upsert(table, self.batch_tables[0], full_update)
         self._copied_patch_upsert = copied_upsert(table, self.batch_tables[1], patch_update)
         self._versions_with_copied_full = stored_versions_then(table, self._copied_full_upsert)
+
+    def _full_row(self, change: EntityChange) -> Row:
+        event = change.full
+        return tuple(source.value(change, event) for source in self._full_sources)
+
+    def _patch_row(self, change: EntityChange) -> Row:
+        event = change.patch
+        return tuple(source.value(change, event) for source in self._patch_sources)
 
     def _is_full(self, event) -> bool:
         return event.event_type in self.full_event_types

@@ -1,9 +1,10 @@
 """bytes -> Event | Poison | Tombstone. Pure: no I/O, never raises for bad input."""
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import orjson
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from handlers.events import EVENT_TYPE_NAMES, Event, event_adapter
 
@@ -28,16 +29,19 @@ class Tombstone:
 TOMBSTONE = Tombstone()
 
 
-def decode(value: bytes | None) -> Event | Poison | Tombstone:
+def decode(
+    value: bytes | None, adapter: TypeAdapter = event_adapter, event_types: Collection[str] = EVENT_TYPE_NAMES
+) -> Event | Poison | Tombstone:
+    """By default the built-in contract's event types; handlers.registry.Contract.decode passes its own."""
     if value is None:
         return TOMBSTONE
     try:
-        return event_adapter.validate_json(value)
+        return adapter.validate_json(value)
     except ValidationError as exc:
-        return _diagnose(value, exc)
+        return _diagnose(value, exc, event_types)
 
 
-def _diagnose(value: bytes, exc: ValidationError) -> Poison:
+def _diagnose(value: bytes, exc: ValidationError, event_types: Collection[str]) -> Poison:
     """Slow path, only for bad records: say precisely why."""
     try:
         text = value.decode("utf-8")
@@ -50,7 +54,7 @@ def _diagnose(value: bytes, exc: ValidationError) -> Poison:
     if not isinstance(parsed, dict):
         return Poison("not_object", f"value is JSON {type(parsed).__name__}, not an object")
     event_type = parsed.get("event_type")
-    if "event_type" in parsed and isinstance(event_type, str) and event_type not in EVENT_TYPE_NAMES:
+    if "event_type" in parsed and isinstance(event_type, str) and event_type not in event_types:
         return Poison("unknown_event_type", _clip(f"unknown event_type {event_type!r}"))
     return Poison("validation_error", _clip(_summarize(exc)))
 

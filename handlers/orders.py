@@ -1,29 +1,20 @@
-from handlers.aggregate import Aggregate, Row
-from handlers.collapse import EntityChange
 from database.models import Order
+from handlers.events import OrderCancelled, OrderCreated, OrderUpdated
+from handlers.projection import ENTITY_ID, FIRST_OCCURRED_AT, NULL, OCCURRED_AT, VERSION, Projection, const, data, on_insert
 
-COLUMNS = ("id", "user_id", "total", "status", "version", "created_at", "updated_at")
-
-
-def _full_row(change: EntityChange) -> Row:
-    event = change.full
-    data = event.data
-    return (change.entity_id, data.user_id, data.total, data.status, event.version, change.first_occurred_at, event.occurred_at)
-
-
-def _cancel_row(change: EntityChange) -> Row:
-    # Inserted only when the order is absent: a placeholder that remembers the cancel's version.
-    event = change.patch
-    return (change.entity_id, None, None, "cancelled", event.version, change.first_occurred_at, event.occurred_at)
-
-
-orders = Aggregate(
-    name="orders",
+ORDERS = Projection(
     table=Order.__table__,
-    full_event_types=frozenset({"order.created", "order.updated"}),
-    partial_event_types=frozenset({"order.cancelled"}),
-    columns=COLUMNS,
-    full_row=_full_row,
-    patch_row=_cancel_row,
-    patch_update=("status", "version", "updated_at"),
+    full=(OrderCreated, OrderUpdated),
+    patch=(OrderCancelled,),
+    description="An order's latest state; a cancel sets the status and keeps user_id and total.",
+    columns={
+        # column      full state           cancel
+        "id": ENTITY_ID,
+        "user_id": (data("user_id"), on_insert(NULL)),
+        "total": (data("total"), on_insert(NULL)),
+        "status": (data("status"), const("cancelled")),
+        "version": VERSION,
+        "created_at": FIRST_OCCURRED_AT,
+        "updated_at": OCCURRED_AT,
+    },
 )

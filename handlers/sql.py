@@ -13,7 +13,7 @@ from collections.abc import Collection, Sequence
 from datetime import timezone
 
 import msgspec
-from sqlalchemy import BigInteger, Boolean, Column, DateTime, MetaData, Numeric, String, Table, Text, bindparam, cast, func, select
+from sqlalchemy import BigInteger, Boolean, Column, DateTime, Integer, MetaData, Numeric, String, Table, Text, bindparam, cast, func, select
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.sql import Select
 from sqlalchemy.sql.dml import Insert
@@ -30,7 +30,9 @@ def _unbounded(type_: TypeEngine) -> TypeEngine:
         return Numeric()
     if isinstance(type_, DateTime):
         return DateTime(timezone=type_.timezone)
-    if isinstance(type_, (BigInteger, Boolean)):
+    if isinstance(type_, Integer):  # BigInteger, SmallInteger too: the native path sends int8
+        return BigInteger()
+    if isinstance(type_, Boolean):
         return type_
     raise TypeError(f"no array type for {type_!r}")
 
@@ -53,16 +55,13 @@ def unnest_upsert(table: Table, columns: Sequence[str], update: Sequence[str]) -
     )
 
 
-# Not Base.metadata: these tables live in each connection's temporary schema, never in a migration.
-_batch_tables = MetaData()
-
-
 def batch_table(table: Table, columns: Sequence[str], kind: str) -> Table:
     """A temporary table shaped like `columns` of `table` (element types unbounded, as in the
     unnest arrays), emptied at every commit: the native path COPYs a batch's rows into it."""
+    # Not Base.metadata: these tables live in each connection's temporary schema, never in a migration.
     return Table(
         f"ec_batch_{table.name}_{kind}",
-        _batch_tables,
+        MetaData(),
         *(Column(name, _unbounded(table.c[name].type)) for name in columns),
         prefixes=["TEMPORARY"],
         postgresql_on_commit="DELETE ROWS",

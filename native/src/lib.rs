@@ -1,181 +1,501 @@
 //! event-consumer's native fast path: one batch part's record values -> decoded, validated and
-//! collapsed per entity -> the upserts' array literals, with the GIL released while it works.
+//! collapsed per entity -> binary COPY rows, with the GIL released while it works.
 //!
-//! It mirrors `handlers/fast_decode.py` (itself held to the pydantic contract in
-//! `handlers/events.py`) and is stricter still: whatever it is not sure of, it declines, and the
-//! caller decides (pydantic, the authority, diagnoses the record; if pydantic finds a valid event
-//! there, the caller redoes the whole part on the Python path, so the collapse stays in offset
-//! order). What it accepts, pydantic accepts with equal values: `tests/unit/test_native.py`.
+//! It knows no event type, field, column or aggregate by name: `Contract` is built at start-up
+//! from a descriptor that `handlers/native.py` derives from the pydantic models and the
+//! projections (`handlers/contract.py`). The checks are a small closed set (`Check`); whatever a
+//! check is not sure of, it declines with a reason, and the caller asks pydantic (the authority)
+//! about that one record: a valid event goes back into its slot (`PartBuilder.fill`), so the part
+//! stays on this path. What it accepts, pydantic accepts with equal values:
+//! `tests/unit/test_native.py`.
 
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
-use serde::de::{self, Deserializer, Visitor};
-use serde::Deserialize;
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use std::borrow::Cow;
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 
-// -- the contract's event types ------------------------------------------------------------------
+// -- the descriptor ------------------------------------------------------------------------------
 
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-enum Kind {
-    UserCreated,
-    UserUpdated,
-    UserDeleted,
-    OrderCreated,
-    OrderUpdated,
-    OrderCancelled,
-}
-
-const KINDS: [Kind; 6] = [
-    Kind::UserCreated,
-    Kind::UserUpdated,
-    Kind::UserDeleted,
-    Kind::OrderCreated,
-    Kind::OrderUpdated,
-    Kind::OrderCancelled,
+/// Why a record was declined: the index is what `decline` returns, the name is its metric label.
+const REASONS: [&str; 15] = [
+    "not_bytes",
+    "utf8",
+    "json",
+    "duplicate_key",
+    "event_type",
+    "missing",
+    "null",
+    "extra_forbidden",
+    "int",
+    "text",
+    "email",
+    "bool",
+    "enum",
+    "decimal",
+    "timestamp",
 ];
+const R_NOT_BYTES: u8 = 0;
+const R_UTF8: u8 = 1;
+const R_JSON: u8 = 2;
+const R_DUPLICATE: u8 = 3;
+const R_EVENT_TYPE: u8 = 4;
+const R_MISSING: u8 = 5;
+const R_NULL: u8 = 6;
+const R_EXTRA: u8 = 7;
+const R_INT: u8 = 8;
+const R_TEXT: u8 = 9;
+const R_EMAIL: u8 = 10;
+const R_BOOL: u8 = 11;
+const R_ENUM: u8 = 12;
+const R_DECIMAL: u8 = 13;
+const R_TIMESTAMP: u8 = 14;
+const R_UUID: u8 = 9; // a uuid is text of a fixed shape
 
-impl Kind {
-    fn name(self) -> &'static str {
-        match self {
-            Kind::UserCreated => "user.created",
-            Kind::UserUpdated => "user.updated",
-            Kind::UserDeleted => "user.deleted",
-            Kind::OrderCreated => "order.created",
-            Kind::OrderUpdated => "order.updated",
-            Kind::OrderCancelled => "order.cancelled",
-        }
-    }
-    fn from_name(s: &str) -> Option<Kind> {
-        KINDS.iter().copied().find(|k| k.name() == s)
-    }
-    /// 0 = users, 1 = orders
-    fn aggregate(self) -> usize {
-        match self {
-            Kind::UserCreated | Kind::UserUpdated | Kind::UserDeleted => 0,
-            _ => 1,
-        }
-    }
-    fn is_full(self) -> bool {
-        !matches!(self, Kind::UserDeleted | Kind::OrderCancelled)
-    }
-    fn index(self) -> u32 {
-        KINDS.iter().position(|k| *k == self).unwrap() as u32
+#[derive(Clone, Debug)]
+enum Check {
+    Int { min: i64, max: i64 },
+    Text { min: usize, max: usize, no_nul: bool },
+    Email { max: usize },
+    Bool,
+    Enum(Vec<String>),
+    /// places <= 4; lower/upper bounds are integers; no lower bound still declines negatives
+    Decimal { places: u16, max_digits: Option<u32>, lower: Option<u64>, upper: u64, upper_inclusive: bool },
+    Timestamp,
+    Uuid,
+}
+
+/// A validated value, typed as its column's binary COPY form needs it.
+#[derive(Clone, Debug, PartialEq)]
+enum Val {
+    Null,
+    Int(i64),
+    Bool(bool),
+    Text(String),
+    Num(u64, u16), // unscaled, scale
+    Ts(i64),       // microseconds since 2000-01-01T00:00:00Z
+}
+
+#[derive(Clone, Copy, Debug)]
+enum PgType {
+    Int8,
+    Text,
+    Bool,
+    Numeric,
+    Timestamptz,
+}
+
+struct Field {
+    nested: bool, // inside the nested object (`data`), else in the envelope
+    key: usize,   // index into Spec.top_keys or Spec.nested_keys
+    check: Check,
+    required: bool,
+    default: Val,
+    nullable: bool,
+    stored: bool, // a row or the collapse reads it (else only validated)
+}
+
+enum Source {
+    Field(usize),
+    FirstOccurred,
+    Const(Val),
+    Null,
+}
+
+struct EventType {
+    name: String,
+    aggregate: usize,
+    full: bool,
+    forbid_top: bool,
+    forbid_nested: bool,
+    fields: Vec<Field>,
+    id: usize,
+    version: usize,
+    occurred: usize,
+    row: Vec<Source>, // one per column of its aggregate
+}
+
+struct Spec {
+    discriminator: String,
+    nested_key: String,
+    top_keys: Vec<String>,
+    nested_keys: Vec<String>,
+    types: Vec<EventType>,
+    aggregates: Vec<(String, Vec<PgType>)>,
+}
+
+impl Spec {
+    fn type_index(&self, name: &str) -> Option<usize> {
+        self.types.iter().position(|t| t.name == name)
     }
 }
 
-const AGGREGATES: [&str; 2] = ["users", "orders"];
-const USERS_COLUMNS: [&str; 8] = ["id", "email", "name", "is_active", "version", "deleted_at", "created_at", "updated_at"];
-const ORDERS_COLUMNS: [&str; 7] = ["id", "user_id", "total", "status", "version", "created_at", "updated_at"];
-const STATUSES: [&str; 5] = ["pending", "paid", "shipped", "delivered", "cancelled"];
-
-// -- JSON shape (serde): unknown keys, duplicates, nulls and wrong types are all declined ----------
-
-fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    T::deserialize(d).map(Some) // a JSON null is an error here, not an absent field
+fn bad(message: impl Into<String>) -> PyErr {
+    PyValueError::new_err(message.into())
 }
 
-#[derive(Deserialize)]
-struct Str<'a>(#[serde(borrow)] Cow<'a, str>);
+fn get<'py, T: FromPyObject<'py>>(d: &Bound<'py, PyDict>, key: &str) -> PyResult<T> {
+    d.get_item(key)?.ok_or_else(|| bad(format!("descriptor: missing {key:?}")))?.extract()
+}
 
-/// A derived struct Deserialize also takes a JSON array (the fields in order); the contract's
-/// objects must be JSON objects, so this admits a map only.
-struct MapOnly<T>(T);
+fn check_from(t: &Bound<'_, PyTuple>) -> PyResult<Check> {
+    let kind: String = t.get_item(0)?.extract()?;
+    Ok(match kind.as_str() {
+        "int" => Check::Int { min: t.get_item(1)?.extract()?, max: t.get_item(2)?.extract()? },
+        "text" => Check::Text { min: t.get_item(1)?.extract()?, max: t.get_item(2)?.extract()?, no_nul: t.get_item(3)?.extract()? },
+        "email" => Check::Email { max: t.get_item(1)?.extract()? },
+        "bool" => Check::Bool,
+        "enum" => Check::Enum(t.get_item(1)?.extract()?),
+        "decimal" => {
+            let places: u16 = t.get_item(1)?.extract()?;
+            if places > 4 {
+                return Err(bad("descriptor: decimal places above 4"));
+            }
+            Check::Decimal {
+                places,
+                max_digits: t.get_item(2)?.extract()?,
+                lower: t.get_item(3)?.extract()?,
+                upper: t.get_item(4)?.extract()?,
+                upper_inclusive: t.get_item(5)?.extract()?,
+            }
+        }
+        "timestamp" => Check::Timestamp,
+        "uuid" => Check::Uuid,
+        other => return Err(bad(format!("descriptor: unknown check {other:?}"))),
+    })
+}
 
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for MapOnly<T> {
+/// A Python value as the Val a check produces (defaults, constants, `fill`).
+fn val_for_check(check: &Check, v: &Bound<'_, PyAny>) -> PyResult<Val> {
+    if v.is_none() {
+        return Ok(Val::Null);
+    }
+    Ok(match check {
+        Check::Int { .. } => Val::Int(v.extract()?),
+        Check::Bool => Val::Bool(v.extract()?),
+        Check::Text { .. } | Check::Email { .. } | Check::Enum(_) | Check::Uuid => Val::Text(v.extract()?),
+        Check::Decimal { .. } => {
+            let (unscaled, scale): (u64, u16) = v.extract()?;
+            Val::Num(unscaled, scale)
+        }
+        Check::Timestamp => Val::Ts(v.extract()?),
+    })
+}
+
+fn val_for_type(t: PgType, v: &Bound<'_, PyAny>) -> PyResult<Val> {
+    if v.is_none() {
+        return Ok(Val::Null);
+    }
+    Ok(match t {
+        PgType::Int8 => Val::Int(v.extract()?),
+        PgType::Bool => Val::Bool(v.extract()?),
+        PgType::Text => Val::Text(v.extract()?),
+        PgType::Numeric => {
+            let (unscaled, scale): (u64, u16) = v.extract()?;
+            Val::Num(unscaled, scale)
+        }
+        PgType::Timestamptz => Val::Ts(v.extract()?),
+    })
+}
+
+fn spec_from(d: &Bound<'_, PyDict>) -> PyResult<Spec> {
+    let mut aggregates = Vec::new();
+    for item in get::<Bound<PyList>>(d, "aggregates")?.iter() {
+        let (name, types): (String, Vec<String>) = item.extract()?;
+        let types = types
+            .iter()
+            .map(|t| match t.as_str() {
+                "int8" => Ok(PgType::Int8),
+                "text" => Ok(PgType::Text),
+                "bool" => Ok(PgType::Bool),
+                "numeric" => Ok(PgType::Numeric),
+                "timestamptz" => Ok(PgType::Timestamptz),
+                other => Err(bad(format!("descriptor: unknown column type {other:?}"))),
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        aggregates.push((name, types));
+    }
+    let top_keys: Vec<String> = get(d, "top_keys")?;
+    let nested_keys: Vec<String> = get(d, "nested_keys")?;
+    let mut types = Vec::new();
+    for item in get::<Bound<PyList>>(d, "types")?.iter() {
+        let t = item.downcast::<PyDict>()?;
+        let aggregate: usize = get(t, "aggregate")?;
+        let columns = &aggregates.get(aggregate).ok_or_else(|| bad("descriptor: no such aggregate"))?.1;
+        let mut fields = Vec::new();
+        for f in get::<Bound<PyList>>(t, "fields")?.iter() {
+            let f = f.downcast::<PyTuple>()?;
+            let nested: bool = f.get_item(0)?.extract()?;
+            let key: usize = f.get_item(1)?.extract()?;
+            if key >= if nested { nested_keys.len() } else { top_keys.len() } {
+                return Err(bad("descriptor: field key out of range"));
+            }
+            let check = check_from(f.get_item(2)?.downcast::<PyTuple>()?)?;
+            let default = val_for_check(&check, &f.get_item(4)?)?;
+            fields.push(Field {
+                nested,
+                key,
+                check,
+                required: f.get_item(3)?.extract()?,
+                default,
+                nullable: f.get_item(5)?.extract()?,
+                stored: f.get_item(6)?.extract()?,
+            });
+        }
+        let mut row = Vec::new();
+        for (i, s) in get::<Bound<PyList>>(t, "row")?.iter().enumerate() {
+            let s = s.downcast::<PyTuple>()?;
+            let kind: String = s.get_item(0)?.extract()?;
+            let pg = *columns.get(i).ok_or_else(|| bad("descriptor: more sources than columns"))?;
+            row.push(match kind.as_str() {
+                "field" => {
+                    let slot: usize = s.get_item(1)?.extract()?;
+                    if slot >= fields.len() || !fields[slot].stored {
+                        return Err(bad("descriptor: row source is not a stored field"));
+                    }
+                    Source::Field(slot)
+                }
+                "first_occurred" => Source::FirstOccurred,
+                "const" => Source::Const(val_for_type(pg, &s.get_item(1)?)?),
+                "null" => Source::Null,
+                other => return Err(bad(format!("descriptor: unknown source {other:?}"))),
+            });
+        }
+        if row.len() != columns.len() {
+            return Err(bad("descriptor: a row needs one source per column"));
+        }
+        let (forbid_top, forbid_nested): (bool, bool) = get(t, "forbid_extra")?;
+        let event_type = EventType {
+            name: get(t, "name")?,
+            aggregate,
+            full: get(t, "full")?,
+            forbid_top,
+            forbid_nested,
+            id: get(t, "id")?,
+            version: get(t, "version")?,
+            occurred: get(t, "occurred")?,
+            fields,
+            row,
+        };
+        for (slot, want) in [(event_type.id, "id"), (event_type.version, "version"), (event_type.occurred, "occurred")] {
+            let ok = match event_type.fields.get(slot) {
+                Some(f) => f.stored && if want == "occurred" { matches!(f.check, Check::Timestamp) } else { matches!(f.check, Check::Int { .. }) },
+                None => false,
+            };
+            if !ok || event_type.fields[slot].nullable || !event_type.fields[slot].required {
+                return Err(bad(format!("descriptor: {} needs a required stored {want} field", event_type.name)));
+            }
+        }
+        types.push(event_type);
+    }
+    Ok(Spec { discriminator: get(d, "discriminator")?, nested_key: get(d, "nested_key")?, top_keys, nested_keys, types, aggregates })
+}
+
+// -- JSON: one pass, keys looked up in the descriptor's key lists ---------------------------------
+
+/// A scalar as the JSON had it; objects and arrays are `Other` (skipped, strings in them checked).
+enum Raw<'a> {
+    Null,
+    Bool(bool),
+    I64(i64),
+    U64(u64),
+    F64(f64),
+    Str(Cow<'a, str>),
+    Other,
+}
+
+struct RawVisitor;
+
+impl<'de> Visitor<'de> for RawVisitor {
+    type Value = Raw<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_unit<E>(self) -> Result<Raw<'de>, E> {
+        Ok(Raw::Null)
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Raw<'de>, E> {
+        Ok(Raw::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Raw<'de>, E> {
+        Ok(Raw::I64(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Raw<'de>, E> {
+        Ok(Raw::U64(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Raw<'de>, E> {
+        Ok(Raw::F64(v))
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Raw<'de>, E> {
+        Ok(Raw::Str(Cow::Borrowed(v)))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Raw<'de>, E> {
+        Ok(Raw::Str(Cow::Owned(v.to_owned())))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Raw<'de>, E> {
+        Ok(Raw::Str(Cow::Owned(v)))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Raw<'de>, A::Error> {
+        while seq.next_element::<Skip>()?.is_some() {}
+        Ok(Raw::Other)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Raw<'de>, A::Error> {
+        while map.next_entry::<Skip, Skip>()?.is_some() {}
+        Ok(Raw::Other)
+    }
+}
+
+struct RawSeed;
+
+impl<'de> DeserializeSeed<'de> for RawSeed {
+    type Value = Raw<'de>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Raw<'de>, D::Error> {
+        d.deserialize_any(RawVisitor)
+    }
+}
+
+/// Any JSON value, dropped. Unlike serde's IgnoredAny it reads strings as strings, so a lone
+/// surrogate escape in a field nobody reads is refused here as pydantic refuses it.
+struct Skip;
+
+impl<'de> de::Deserialize<'de> for Skip {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Skip, D::Error> {
+        d.deserialize_any(RawVisitor).map(|_| Skip)
+    }
+}
+
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> de::Deserialize<'de> for Key<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<T>(std::marker::PhantomData<T>);
-        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
-            type Value = MapOnly<T>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-                T::deserialize(de::value::MapAccessDeserializer::new(map)).map(MapOnly)
-            }
+        match RawSeed.deserialize(d)? {
+            Raw::Str(s) => Ok(Key(s)),
+            _ => Err(de::Error::custom("key is not a string")),
         }
-        d.deserialize_map(V(std::marker::PhantomData))
     }
 }
 
-enum Total<'a> {
-    Pos(u64),
-    Neg(i64),
-    Float(f64),
-    Text(Cow<'a, str>),
+/// What one record's object held: the known keys' values, in the descriptor's key order.
+struct Parsed<'a> {
+    event_type: Option<Cow<'a, str>>,
+    top: Vec<Option<Raw<'a>>>,
+    nested: Vec<Option<Raw<'a>>>,
+    nested_seen: bool,
+    nested_is_object: bool,
+    unknown_top: bool,
+    unknown_nested: bool,
+    duplicate: bool,
 }
 
-impl<'de: 'a, 'a> Deserialize<'de> for Total<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
-            type Value = Total<'a>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a number or a string")
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-                Ok(Total::Pos(v))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-                Ok(Total::Neg(v))
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
-                Ok(Total::Float(v))
-            }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(Total::Text(Cow::Borrowed(v)))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(Total::Text(Cow::Owned(v.to_owned())))
-            }
-            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
-                Ok(Total::Text(Cow::Owned(v)))
-            }
-        }
-        d.deserialize_any(V(std::marker::PhantomData))
+struct TopSeed<'s>(&'s Spec);
+
+impl<'de, 's> DeserializeSeed<'de> for TopSeed<'s> {
+    type Value = Parsed<'de>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Parsed<'de>, D::Error> {
+        d.deserialize_map(self)
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawData<'a> {
-    #[serde(default, deserialize_with = "present")]
-    id: Option<i64>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    email: Option<Str<'a>>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    name: Option<Str<'a>>,
-    #[serde(default, deserialize_with = "present")]
-    is_active: Option<bool>,
-    #[serde(default, deserialize_with = "present")]
-    user_id: Option<i64>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    total: Option<Total<'a>>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    status: Option<Str<'a>>,
+impl<'de, 's> Visitor<'de> for TopSeed<'s> {
+    type Value = Parsed<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Parsed<'de>, A::Error> {
+        let spec = self.0;
+        let mut p = Parsed {
+            event_type: None,
+            top: (0..spec.top_keys.len()).map(|_| None).collect(),
+            nested: (0..spec.nested_keys.len()).map(|_| None).collect(),
+            nested_seen: false,
+            nested_is_object: false,
+            unknown_top: false,
+            unknown_nested: false,
+            duplicate: false,
+        };
+        while let Some(Key(key)) = map.next_key::<Key>()? {
+            if key == spec.discriminator {
+                let raw = map.next_value_seed(RawSeed)?;
+                p.duplicate |= p.event_type.is_some();
+                p.event_type = Some(match raw {
+                    Raw::Str(s) => s,
+                    _ => Cow::Borrowed(""), // not a string: no event type has that name
+                });
+            } else if key == spec.nested_key {
+                p.duplicate |= p.nested_seen;
+                p.nested_seen = true;
+                p.nested_is_object = map.next_value_seed(NestedSeed(spec, &mut p.nested, &mut p.unknown_nested, &mut p.duplicate))?;
+            } else if let Some(i) = spec.top_keys.iter().position(|k| *k == key) {
+                let raw = map.next_value_seed(RawSeed)?;
+                p.duplicate |= p.top[i].is_some();
+                p.top[i] = Some(raw);
+            } else {
+                p.unknown_top = true;
+                map.next_value::<Skip>()?;
+            }
+        }
+        Ok(p)
+    }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawEvent<'a> {
-    #[serde(borrow)]
-    event_id: Str<'a>,
-    #[serde(borrow)]
-    event_type: Str<'a>,
-    #[serde(borrow)]
-    occurred_at: Str<'a>,
-    version: i64,
-    #[serde(borrow)]
-    data: MapOnly<RawData<'a>>,
+/// The nested object's known keys into `out`; Ok(false) when the value is not an object.
+struct NestedSeed<'s, 'p, 'a>(&'s Spec, &'p mut Vec<Option<Raw<'a>>>, &'p mut bool, &'p mut bool);
+
+impl<'de: 'a, 'a, 's, 'p> DeserializeSeed<'de> for NestedSeed<'s, 'p, 'a> {
+    type Value = bool;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_any(self)
+    }
 }
 
-// -- the checks of handlers/fast_decode.py ------------------------------------------------------
+impl<'de: 'a, 'a, 's, 'p> Visitor<'de> for NestedSeed<'s, 'p, 'a> {
+    type Value = bool;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+        let NestedSeed(spec, out, unknown, duplicate) = self;
+        while let Some(Key(key)) = map.next_key::<Key>()? {
+            if let Some(i) = spec.nested_keys.iter().position(|k| *k == key) {
+                let raw = map.next_value_seed(RawSeed)?;
+                *duplicate |= out[i].is_some();
+                out[i] = Some(raw);
+            } else {
+                *unknown = true;
+                map.next_value::<Skip>()?;
+            }
+        }
+        Ok(true)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
+        while seq.next_element::<Skip>()?.is_some() {}
+        Ok(false)
+    }
+    fn visit_unit<E>(self) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<bool, E> {
+        Ok(false)
+    }
+}
+
+// -- the checks ----------------------------------------------------------------------------------
 
 fn is_uuid(s: &str) -> bool {
     let b = s.as_bytes();
@@ -214,7 +534,7 @@ const PG_EPOCH_DAYS: i64 = 10_957; // 2000-01-01, PostgreSQL's timestamp epoch, 
 
 /// YYYY-MM-DDTHH:MM:SS[.f{1,6}](Z|+HH:MM|-HH:MM), a real date and time, a UTC offset under 24 h:
 /// the instant in microseconds since 2000-01-01T00:00:00Z (timestamptz's binary form), or None.
-/// Years 1 and 9999 are declined (their UTC conversion can overflow; the Python path checks it).
+/// Years 1 and 9999 are declined (their UTC conversion can overflow; pydantic checks it).
 fn timestamp_micros(s: &str) -> Option<i64> {
     if !is_timestamp(s) {
         return None;
@@ -331,120 +651,189 @@ fn normalize_email(s: &str) -> Option<String> {
     Some(out)
 }
 
-fn is_name(s: &str) -> bool {
-    let n = s.chars().count();
-    (1..=100).contains(&n) && !s.contains('\0')
-}
-
-const MONEY_LIMIT: u64 = 10_000_000_000;
-
-/// pydantic's Money (ge=0, lt=10**10, at most 2 places) for the forms fast_decode is sure of, as
-/// the text of a numeric equal to the Decimal it would hold, and as (unscaled, scale).
-fn money(total: &Total) -> Option<(String, u64, u16)> {
-    let text = money_text(total)?;
-    let (int, frac) = text.split_once('.').unwrap_or((&text, ""));
-    let unscaled = format!("{int}{frac}").parse::<u64>().ok()?;
-    let scale = frac.len() as u16;
-    Some((text, unscaled, scale))
-}
-
-fn money_text(total: &Total) -> Option<String> {
-    match total {
-        Total::Pos(v) => (*v < MONEY_LIMIT).then(|| v.to_string()),
-        Total::Neg(v) => (*v == 0).then(|| "0".to_string()),
-        Total::Float(raw) => {
-            let raw = *raw;
-            if !(0.0..(MONEY_LIMIT as f64)).contains(&raw) {
+/// A decimal in the forms pydantic reads alike (a JSON integer, a float equal to the nearest
+/// double of a decimal of at most `places` places, or plain digits with an optional fraction),
+/// non-negative, as (unscaled, scale) equal to the Decimal pydantic would hold.
+fn decimal(raw: &Raw, places: u16) -> Option<(u64, u16)> {
+    match raw {
+        Raw::U64(v) => Some((*v, 0)),
+        Raw::I64(v) => (*v == 0).then_some((0, 0)),
+        Raw::F64(f) => {
+            // pydantic reads a float as its shortest repr; when the float is the one nearest to
+            // n / 10^places, that repr is n / 10^places with trailing zeros dropped (one kept):
+            // decimals of at most 15 significant digits never round to the same double.
+            let f = *f;
+            let factor = 10u64.pow(places as u32) as f64;
+            if !(0.0..1e15 / factor).contains(&f) {
                 return None;
             }
-            let cents = (raw * 100.0).round_ties_even(); // Python's round(): half to even
-            if cents / 100.0 != raw {
+            let scaled = (f * factor).round_ties_even();
+            if scaled / factor != f {
                 return None;
             }
-            let cents = cents as u64;
-            Some(format!("{}.{:02}", cents / 100, cents % 100))
+            let (mut unscaled, mut scale) = (scaled as u64, places);
+            while scale > 1 && unscaled % 10 == 0 {
+                unscaled /= 10;
+                scale -= 1;
+            }
+            if scale == 0 {
+                unscaled *= 10; // "12.0": one place, as repr gives it
+                scale = 1;
+            }
+            Some((unscaled, scale))
         }
-        Total::Text(t) => {
+        Raw::Str(t) => {
             let b = t.as_bytes();
             let (int, frac) = match b.iter().position(|c| *c == b'.') {
-                Some(p) => (&b[..p], Some(&b[p + 1..])),
-                None => (b, None),
+                Some(p) => (&b[..p], &b[p + 1..]),
+                None => (b, &b[b.len()..]),
             };
-            let int_ok = (1..=10).contains(&int.len()) && int.iter().all(u8::is_ascii_digit);
-            let frac_ok = frac.map_or(true, |f| (1..=2).contains(&f.len()) && f.iter().all(u8::is_ascii_digit));
-            (int_ok && frac_ok).then(|| t.to_string())
+            let has_point = int.len() < b.len();
+            let int_ok = (1..=15).contains(&int.len()) && int.iter().all(u8::is_ascii_digit);
+            let frac_ok = if has_point { (1..=places as usize).contains(&frac.len()) && frac.iter().all(u8::is_ascii_digit) } else { true };
+            if !(int_ok && frac_ok) {
+                return None;
+            }
+            let unscaled = int.iter().chain(frac.iter()).fold(0u64, |acc, c| acc * 10 + (c - b'0') as u64);
+            Some((unscaled, frac.len() as u16))
+        }
+        _ => None,
+    }
+}
+
+fn digit_count(mut v: u64) -> u32 {
+    let mut n = 1;
+    while v >= 10 {
+        v /= 10;
+        n += 1;
+    }
+    n
+}
+
+/// One value through its check: the value to keep (Null when not stored), or the decline reason.
+fn check(raw: &Raw, c: &Check, stored: bool) -> Result<Val, u8> {
+    match c {
+        Check::Int { min, max } => {
+            let v = match raw {
+                Raw::I64(v) => *v,
+                Raw::U64(v) if *v <= i64::MAX as u64 => *v as i64,
+                _ => return Err(R_INT),
+            };
+            if v < *min || v > *max {
+                return Err(R_INT);
+            }
+            Ok(Val::Int(v))
+        }
+        Check::Text { min, max, no_nul } => {
+            let Raw::Str(s) = raw else { return Err(R_TEXT) };
+            let n = s.chars().count();
+            if n < *min || n > *max || (*no_nul && s.contains('\0')) {
+                return Err(R_TEXT);
+            }
+            Ok(if stored { Val::Text(s.to_string()) } else { Val::Null })
+        }
+        Check::Email { max } => {
+            let Raw::Str(s) = raw else { return Err(R_EMAIL) };
+            if s.len() > *max {
+                return Err(R_EMAIL);
+            }
+            normalize_email(s).map(Val::Text).ok_or(R_EMAIL)
+        }
+        Check::Bool => match raw {
+            Raw::Bool(b) => Ok(Val::Bool(*b)),
+            _ => Err(R_BOOL),
+        },
+        Check::Enum(values) => {
+            let Raw::Str(s) = raw else { return Err(R_ENUM) };
+            match values.iter().find(|v| *v == s) {
+                Some(v) => Ok(if stored { Val::Text(v.clone()) } else { Val::Null }),
+                None => Err(R_ENUM),
+            }
+        }
+        Check::Decimal { places, max_digits, lower, upper, upper_inclusive } => {
+            let (unscaled, scale) = decimal(raw, *places).ok_or(R_DECIMAL)?;
+            let unit = 10u128.pow(scale as u32);
+            let v = unscaled as u128;
+            let above = lower.map_or(true, |lo| v >= lo as u128 * unit);
+            let below = if *upper_inclusive { v <= *upper as u128 * unit } else { v < *upper as u128 * unit };
+            let digits_ok = max_digits.map_or(true, |m| digit_count(unscaled) <= m);
+            if !(above && below && digits_ok) {
+                return Err(R_DECIMAL);
+            }
+            Ok(Val::Num(unscaled, scale))
+        }
+        Check::Timestamp => {
+            let Raw::Str(s) = raw else { return Err(R_TIMESTAMP) };
+            timestamp_micros(s).map(Val::Ts).ok_or(R_TIMESTAMP)
+        }
+        Check::Uuid => {
+            let Raw::Str(s) = raw else { return Err(R_UUID) };
+            if !is_uuid(s) {
+                return Err(R_UUID);
+            }
+            Ok(if stored { Val::Text(s.to_ascii_lowercase()) } else { Val::Null })
         }
     }
 }
 
 // -- one decoded event ---------------------------------------------------------------------------
 
-enum Payload {
-    User { email: String, name: String, is_active: bool },
-    Order { user_id: i64, total: String, total_num: (u64, u16), status: &'static str },
-    Ref,
-}
-
 struct Event {
-    kind: Kind,
-    event_id: String,
-    occurred_at: String,
-    occurred_us: i64,
-    version: i64,
+    kind: usize, // index into Spec.types
     id: i64,
-    payload: Payload,
+    version: i64,
+    occurred: i64,
+    values: Vec<Val>, // per field of its type (Null where not stored)
 }
 
-fn decode(value: &[u8]) -> Option<Event> {
-    let MapOnly(raw): MapOnly<RawEvent> = serde_json::from_slice(value).ok()?;
-    let kind = Kind::from_name(&raw.event_type.0)?;
-    if !is_uuid(&raw.event_id.0) || raw.version < 1 {
-        return None;
+fn int_of(v: &Val) -> i64 {
+    match v {
+        Val::Int(i) | Val::Ts(i) => *i,
+        _ => unreachable!("the descriptor's id, version and occurred fields are checked at start"),
     }
-    let occurred_us = timestamp_micros(&raw.occurred_at.0)?;
-    let MapOnly(d) = raw.data;
-    let id = d.id.filter(|id| *id > 0)?;
-    let payload = match kind {
-        Kind::UserCreated | Kind::UserUpdated => {
-            if d.user_id.is_some() || d.total.is_some() || d.status.is_some() {
-                return None;
-            }
-            let email = normalize_email(&d.email?.0)?;
-            let name = d.name?.0;
-            if !is_name(&name) {
-                return None;
-            }
-            Payload::User { email, name: name.into_owned(), is_active: d.is_active.unwrap_or(true) }
-        }
-        Kind::OrderCreated | Kind::OrderUpdated => {
-            if d.email.is_some() || d.name.is_some() || d.is_active.is_some() {
-                return None;
-            }
-            let user_id = d.user_id.filter(|u| *u > 0)?;
-            let (total, unscaled, scale) = money(&d.total?)?;
-            let status = d.status?.0;
-            let status = STATUSES.iter().copied().find(|s| *s == status)?;
-            Payload::Order { user_id, total, total_num: (unscaled, scale), status }
-        }
-        Kind::UserDeleted | Kind::OrderCancelled => {
-            if d.email.is_some() || d.name.is_some() || d.is_active.is_some() || d.user_id.is_some() || d.total.is_some() || d.status.is_some() {
-                return None;
-            }
-            Payload::Ref
-        }
-    };
-    Some(Event {
-        kind,
-        event_id: raw.event_id.0.into_owned(),
-        occurred_at: raw.occurred_at.0.into_owned(),
-        occurred_us,
-        version: raw.version,
-        id,
-        payload,
-    })
 }
 
-// -- collapse (handlers/collapse.py) and the array literals (handlers/sql.py) -------------------
+fn event_from(spec: &Spec, kind: usize, values: Vec<Val>) -> Event {
+    let t = &spec.types[kind];
+    Event { kind, id: int_of(&values[t.id]), version: int_of(&values[t.version]), occurred: int_of(&values[t.occurred]), values }
+}
+
+fn decode(spec: &Spec, value: &[u8]) -> Result<Event, u8> {
+    let text = std::str::from_utf8(value).map_err(|_| R_UTF8)?;
+    let mut de = serde_json::Deserializer::from_str(text);
+    let p = TopSeed(spec).deserialize(&mut de).map_err(|_| R_JSON)?;
+    de.end().map_err(|_| R_JSON)?;
+    if p.duplicate {
+        return Err(R_DUPLICATE);
+    }
+    let kind = p.event_type.as_deref().and_then(|n| spec.type_index(n)).ok_or(R_EVENT_TYPE)?;
+    if !p.nested_is_object {
+        return Err(R_MISSING);
+    }
+    let t = &spec.types[kind];
+    let mut values = Vec::with_capacity(t.fields.len());
+    for f in &t.fields {
+        let raw = if f.nested { &p.nested[f.key] } else { &p.top[f.key] };
+        values.push(match raw {
+            None if f.required => return Err(R_MISSING),
+            None => f.default.clone(),
+            Some(Raw::Null) if f.nullable => Val::Null,
+            Some(Raw::Null) => return Err(R_NULL),
+            Some(raw) => check(raw, &f.check, f.stored)?,
+        });
+    }
+    if t.forbid_top || t.forbid_nested {
+        let used = |nested: bool, i: usize| t.fields.iter().any(|f| f.nested == nested && f.key == i);
+        let extra_top = p.unknown_top || p.top.iter().enumerate().any(|(i, r)| r.is_some() && !used(false, i));
+        let extra_nested = p.unknown_nested || p.nested.iter().enumerate().any(|(i, r)| r.is_some() && !used(true, i));
+        if (t.forbid_top && extra_top) || (t.forbid_nested && extra_nested) {
+            return Err(R_EXTRA);
+        }
+    }
+    Ok(event_from(spec, kind, values))
+}
+
+// -- collapse (handlers/collapse.py) -------------------------------------------------------------
 
 struct Change {
     first: usize, // the first record-breaking event: created_at if the row is new
@@ -454,17 +843,17 @@ struct Change {
 }
 
 #[derive(Default)]
-struct Aggregate {
-    events: Vec<Event>,
-    // every accepted event in offset order, stale ones too: for the outcomes
+struct Collapsed<'e> {
+    events: Vec<&'e Event>,
+    // every event in offset order, stale ones too: for the outcomes and the labels
     keys: Vec<(i64, i64)>,
     labels: Vec<u32>,
     changes: HashMap<i64, Change>,
 }
 
-impl Aggregate {
-    fn push(&mut self, event: Event, label: u32) {
-        let (id, version, full) = (event.id, event.version, event.kind.is_full());
+impl<'e> Collapsed<'e> {
+    fn push(&mut self, event: &'e Event, full: bool, label: u32) {
+        let (id, version) = (event.id, event.version);
         self.keys.push((id, version));
         self.labels.push(label);
         let index = self.events.len();
@@ -489,43 +878,7 @@ impl Aggregate {
     }
 }
 
-fn quoted(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        if c == '"' || c == '\\' {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out.push('"');
-}
-
-/// One literal per column, built row by row.
-struct Columns(Vec<String>);
-
-impl Columns {
-    fn new(n: usize, rows: usize) -> Self {
-        Columns((0..n).map(|_| String::with_capacity(rows * 12 + 2)).collect())
-    }
-    fn sep(&mut self) {
-        for c in &mut self.0 {
-            c.push(if c.is_empty() { '{' } else { ',' });
-        }
-    }
-    fn finish(mut self) -> Vec<String> {
-        for c in &mut self.0 {
-            c.push('}');
-        }
-        self.0
-    }
-}
-
-struct Literals {
-    entities: usize,
-    entity_ids: String,
-    full: Option<Vec<String>>,
-    patch: Option<Vec<String>>,
-}
+// -- binary COPY ---------------------------------------------------------------------------------
 
 /// PostgreSQL's binary COPY format: a header, per row a field count and each field as a length
 /// (-1: NULL) and its binary value, a trailer.
@@ -548,10 +901,6 @@ impl CopyRows {
         self.0.extend_from_slice(&8i32.to_be_bytes());
         self.0.extend_from_slice(&v.to_be_bytes());
     }
-    /// timestamptz: microseconds since 2000-01-01T00:00:00Z
-    fn timestamptz(&mut self, micros: i64) {
-        self.int8(micros);
-    }
     fn text(&mut self, s: &str) {
         self.0.extend_from_slice(&(s.len() as i32).to_be_bytes());
         self.0.extend_from_slice(s.as_bytes());
@@ -560,15 +909,15 @@ impl CopyRows {
         self.0.extend_from_slice(&1i32.to_be_bytes());
         self.0.push(b as u8);
     }
-    /// numeric of unscaled / 10^scale (scale <= 2): base-10000 digits, the fraction in one group
+    /// numeric of unscaled / 10^scale (scale <= 4): base-10000 digits, the fraction in one group
     fn numeric(&mut self, unscaled: u64, scale: u16) {
         let (mut int_part, fraction) = if scale == 0 {
             (unscaled, None)
         } else {
-            let x = unscaled * 10u64.pow(4 - scale as u32);
-            (x / 10_000, Some((x % 10_000) as i16))
+            let x = unscaled as u128 * 10u128.pow(4 - scale as u32);
+            ((x / 10_000) as u64, Some((x % 10_000) as i16))
         };
-        let mut digits: Vec<i16> = Vec::with_capacity(4);
+        let mut digits: Vec<i16> = Vec::with_capacity(6);
         while int_part > 0 {
             digits.push((int_part % 10_000) as i16);
             int_part /= 10_000;
@@ -588,192 +937,112 @@ impl CopyRows {
             self.0.extend_from_slice(&d.to_be_bytes());
         }
     }
+    fn value(&mut self, v: &Val, pg: PgType) {
+        match (v, pg) {
+            (Val::Null, _) => self.null(),
+            (Val::Int(i), PgType::Int8) | (Val::Ts(i), PgType::Timestamptz) => self.int8(*i),
+            (Val::Text(s), PgType::Text) => self.text(s),
+            (Val::Bool(b), PgType::Bool) => self.boolean(*b),
+            (Val::Num(u, s), PgType::Numeric) => self.numeric(*u, *s),
+            (v, pg) => panic!("descriptor defect: {v:?} in a {pg:?} column"),
+        }
+    }
     fn finish(mut self) -> Vec<u8> {
         self.0.extend_from_slice(&(-1i16).to_be_bytes());
         self.0
     }
 }
 
-/// The full-state and patch rows of one aggregate as binary COPY data (columns in USERS_COLUMNS /
-/// ORDERS_COLUMNS order), for the ids in `ids` (sorted).
-fn copies(which: usize, agg: &Aggregate, ids: &[i64]) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
-    let n_cols = if which == 0 { USERS_COLUMNS.len() } else { ORDERS_COLUMNS.len() } as i16;
+struct AggregateRows {
+    aggregate: usize,
+    entity_ids: String, // '{1,2,3}', ascending
+    entities: usize,
+    full: Option<Vec<u8>>,
+    patch: Option<Vec<u8>>,
+    keys: Vec<(i64, i64)>,
+    labels: Vec<u32>,
+}
+
+fn rows_of(spec: &Spec, aggregate: usize, c: Collapsed) -> AggregateRows {
+    let columns = &spec.aggregates[aggregate].1;
+    let mut ids: Vec<i64> = c.changes.keys().copied().collect();
+    ids.sort_unstable();
+    let mut entity_ids = String::with_capacity(ids.len() * 8 + 2);
+    entity_ids.push('{');
     let (mut full, mut patch) = (CopyRows::new(ids.len()), CopyRows::new(0));
     let (mut n_full, mut n_patch) = (0, 0);
-    for id in ids {
-        let change = &agg.changes[id];
-        let first = &agg.events[change.first];
-        if let Some(f) = change.full {
-            let e = &agg.events[f];
-            full.row(n_cols);
-            full.int8(*id);
-            match &e.payload {
-                Payload::User { email, name, is_active } => {
-                    full.text(email);
-                    full.text(name);
-                    full.boolean(*is_active);
-                    full.int8(e.version);
-                    full.null(); // a full state after a delete revives the user
-                    full.timestamptz(first.occurred_us);
-                    full.timestamptz(e.occurred_us);
-                }
-                Payload::Order { user_id, total_num, status, .. } => {
-                    full.int8(*user_id);
-                    full.numeric(total_num.0, total_num.1);
-                    full.text(status);
-                    full.int8(e.version);
-                    full.timestamptz(first.occurred_us);
-                    full.timestamptz(e.occurred_us);
-                }
-                Payload::Ref => unreachable!("a full-state event has a full payload"),
-            }
-            n_full += 1;
-        }
-        if let Some(p) = change.patch {
-            let e = &agg.events[p];
-            patch.row(n_cols);
-            patch.int8(*id);
-            patch.null();
-            patch.null();
-            if which == 0 {
-                patch.boolean(false);
-                patch.int8(e.version);
-                patch.timestamptz(e.occurred_us);
-            } else {
-                patch.text("cancelled");
-                patch.int8(e.version);
-            }
-            patch.timestamptz(first.occurred_us);
-            patch.timestamptz(e.occurred_us);
-            n_patch += 1;
-        }
-    }
-    ((n_full > 0).then(|| full.finish()), (n_patch > 0).then(|| patch.finish()))
-}
-
-/// The aggregate's changed entity ids, ascending (the order of the rows and of entity_ids).
-fn sorted_ids(agg: &Aggregate) -> Vec<i64> {
-    let mut ids: Vec<i64> = agg.changes.keys().copied().collect();
-    ids.sort_unstable();
-    ids
-}
-
-/// '{1,2,3}'
-fn ids_literal(ids: &[i64]) -> String {
-    let mut out = String::with_capacity(ids.len() * 8 + 2);
-    out.push('{');
     for (i, id) in ids.iter().enumerate() {
         if i > 0 {
-            out.push(',');
+            entity_ids.push(',');
         }
-        out.push_str(&id.to_string());
-    }
-    out.push('}');
-    out
-}
-
-fn literals(which: usize, agg: &Aggregate, ids: &[i64]) -> Literals {
-    let n_cols = if which == 0 { USERS_COLUMNS.len() } else { ORDERS_COLUMNS.len() };
-    let (mut full, mut patch) = (Columns::new(n_cols, ids.len()), Columns::new(n_cols, 0));
-    let (mut n_full, mut n_patch) = (0, 0);
-    for id in ids {
-        let change = &agg.changes[id];
-        let first = &agg.events[change.first];
-        if let Some(f) = change.full {
-            let e = &agg.events[f];
-            full.sep();
-            let c = &mut full.0;
-            c[0].push_str(&id.to_string());
-            match &e.payload {
-                Payload::User { email, name, is_active } => {
-                    quoted(&mut c[1], email);
-                    quoted(&mut c[2], name);
-                    c[3].push_str(if *is_active { "true" } else { "false" });
-                    c[4].push_str(&e.version.to_string());
-                    c[5].push_str("null"); // a full state after a delete revives the user
-                    quoted(&mut c[6], &first.occurred_at);
-                    quoted(&mut c[7], &e.occurred_at);
+        entity_ids.push_str(&id.to_string());
+        let change = &c.changes[id];
+        let first = c.events[change.first].occurred;
+        for (slot, out, n) in [(change.full, &mut full, &mut n_full), (change.patch, &mut patch, &mut n_patch)] {
+            let Some(index) = slot else { continue };
+            let e = c.events[index];
+            out.row(columns.len() as i16);
+            for (source, pg) in spec.types[e.kind].row.iter().zip(columns) {
+                match source {
+                    Source::Field(f) => out.value(&e.values[*f], *pg),
+                    Source::FirstOccurred => out.value(&Val::Ts(first), *pg),
+                    Source::Const(v) => out.value(v, *pg),
+                    Source::Null => out.null(),
                 }
-                Payload::Order { user_id, total, status, .. } => {
-                    c[1].push_str(&user_id.to_string());
-                    quoted(&mut c[2], total);
-                    quoted(&mut c[3], status);
-                    c[4].push_str(&e.version.to_string());
-                    quoted(&mut c[5], &first.occurred_at);
-                    quoted(&mut c[6], &e.occurred_at);
-                }
-                Payload::Ref => unreachable!("a full-state event has a full payload"),
             }
-            n_full += 1;
-        }
-        if let Some(p) = change.patch {
-            // Inserted only when the entity is absent: a placeholder that remembers the version.
-            let e = &agg.events[p];
-            patch.sep();
-            let c = &mut patch.0;
-            c[0].push_str(&id.to_string());
-            if which == 0 {
-                c[1].push_str("null");
-                c[2].push_str("null");
-                c[3].push_str("false");
-                c[4].push_str(&e.version.to_string());
-                quoted(&mut c[5], &e.occurred_at);
-                quoted(&mut c[6], &first.occurred_at);
-                quoted(&mut c[7], &e.occurred_at);
-            } else {
-                c[1].push_str("null");
-                c[2].push_str("null");
-                quoted(&mut c[3], "cancelled");
-                c[4].push_str(&e.version.to_string());
-                quoted(&mut c[5], &first.occurred_at);
-                quoted(&mut c[6], &e.occurred_at);
-            }
-            n_patch += 1;
+            *n += 1;
         }
     }
-    Literals {
+    entity_ids.push('}');
+    AggregateRows {
+        aggregate,
+        entity_ids,
         entities: ids.len(),
-        entity_ids: ids_literal(ids),
         full: (n_full > 0).then(|| full.finish()),
         patch: (n_patch > 0).then(|| patch.finish()),
+        keys: c.keys,
+        labels: c.labels,
     }
 }
 
 // -- Python ----------------------------------------------------------------------------------------
 
-#[derive(Default)]
-struct Inner {
-    aggregates: [Aggregate; 2],
+/// The descriptor, compiled once at start-up and shared by every PartBuilder.
+#[pyclass(module = "ec_native", frozen)]
+struct Contract {
+    spec: Arc<Spec>,
 }
 
-impl Inner {
-    /// (address, length) of each value's bytes, or None for a value that is not bytes.
-    fn add_raw(&mut self, values: &[Option<(usize, usize)>], topic: u32) -> Vec<usize> {
-        let mut declined = Vec::new();
-        for (i, value) in values.iter().enumerate() {
-            let decoded = value.and_then(|(ptr, len)| {
-                // SAFETY: the caller keeps every bytes object alive (and bytes are immutable).
-                let bytes = unsafe { std::slice::from_raw_parts(ptr as *const u8, len) };
-                decode(bytes)
-            });
-            match decoded {
-                Some(event) => {
-                    let label = topic * KINDS.len() as u32 + event.kind.index();
-                    self.aggregates[event.kind.aggregate()].push(event, label);
+#[pymethods]
+impl Contract {
+    #[new]
+    fn new(descriptor: &Bound<'_, PyDict>) -> PyResult<Self> {
+        Ok(Contract { spec: Arc::new(spec_from(descriptor)?) })
+    }
+
+    /// One value alone: (event_type, values per field of its type) or (None, decline reason).
+    fn decode<'py>(&self, py: Python<'py>, value: &[u8]) -> PyResult<Bound<'py, PyTuple>> {
+        match decode(&self.spec, value) {
+            Ok(e) => {
+                let values = PyList::empty(py);
+                for v in &e.values {
+                    values.append(val_to_py(py, v)?)?;
                 }
-                None => declined.push(i),
+                PyTuple::new(py, [self.spec.types[e.kind].name.clone().into_pyobject(py)?.into_any(), values.into_any()])
             }
+            Err(r) => PyTuple::new(py, [py.None().into_bound(py), REASONS[r as usize].into_pyobject(py)?.into_any()]),
         }
-        declined
     }
 }
 
-/// One batch part: `add` the values of each partition in turn (offset order), then `finish`.
-#[pyclass(module = "ec_native")]
-struct PartBuilder {
-    inner: Inner,
-    topics: Vec<String>,
-    finished: bool,
+fn val_to_py<'py>(py: Python<'py>, v: &Val) -> PyResult<Bound<'py, PyAny>> {
+    Ok(match v {
+        Val::Null => py.None().into_bound(py),
+        Val::Int(i) | Val::Ts(i) => i.into_pyobject(py)?.into_any(),
+        Val::Bool(b) => pyo3::types::PyBool::new(py, *b).to_owned().into_any(),
+        Val::Text(s) => s.into_pyobject(py)?.into_any(),
+        Val::Num(u, s) => (*u, *s).into_pyobject(py)?.into_any(),
+    })
 }
 
 /// The per-event keys of one aggregate's events, for the applied/stale outcome of each.
@@ -814,19 +1083,36 @@ impl Outcomes {
     }
 }
 
+/// One batch part: `add` the values of each partition in turn (offset order), `fill` the slots
+/// pydantic found valid among those declined, then `finish`.
+#[pyclass(module = "ec_native")]
+struct PartBuilder {
+    spec: Arc<Spec>,
+    slots: Vec<(Option<Event>, u32)>, // per value added, in order: the event (None: declined) and its topic
+    topics: Vec<String>,
+    finished: bool,
+}
+
+impl PartBuilder {
+    fn live(&self) -> PyResult<()> {
+        if self.finished {
+            return Err(PyRuntimeError::new_err("PartBuilder already finished"));
+        }
+        Ok(())
+    }
+}
+
 #[pymethods]
 impl PartBuilder {
     #[new]
-    fn new() -> Self {
-        PartBuilder { inner: Inner::default(), topics: Vec::new(), finished: false }
+    fn new(contract: &Contract) -> Self {
+        PartBuilder { spec: contract.spec.clone(), slots: Vec::new(), topics: Vec::new(), finished: false }
     }
 
-    /// Decodes one partition's record values (bytes or None, offset order) into the part.
-    /// Returns the indices of the values it declined (None, not bytes, or not surely valid).
-    fn add(&mut self, py: Python<'_>, values: &Bound<'_, PyList>, topic: &str) -> PyResult<Vec<usize>> {
-        if self.finished {
-            return Err(pyo3::exceptions::PyRuntimeError::new_err("PartBuilder already finished"));
-        }
+    /// Decodes one partition's record values (bytes or None, offset order) into the next slots.
+    /// Returns (slot, reason) for each value it declined.
+    fn add(&mut self, py: Python<'_>, values: &Bound<'_, PyList>, topic: &str) -> PyResult<Vec<(usize, &'static str)>> {
+        self.live()?;
         let topic_index = match self.topics.iter().position(|t| t == topic) {
             Some(i) => i,
             None => {
@@ -834,6 +1120,7 @@ impl PartBuilder {
                 self.topics.len() - 1
             }
         } as u32;
+        let base = self.slots.len();
         let mut keep: Vec<Bound<'_, PyAny>> = Vec::with_capacity(values.len());
         let mut slices: Vec<Option<(usize, usize)>> = Vec::with_capacity(values.len());
         for item in values.iter() {
@@ -846,103 +1133,103 @@ impl PartBuilder {
             }
             keep.push(item);
         }
-        let inner = &mut self.inner;
-        let declined = py.allow_threads(|| inner.add_raw(&slices, topic_index));
+        let spec = &self.spec;
+        let slots = &mut self.slots;
+        let declined = py.allow_threads(|| {
+            let mut declined = Vec::new();
+            for (i, value) in slices.iter().enumerate() {
+                let decoded = match value {
+                    // SAFETY: `keep` holds every bytes object alive (and bytes are immutable).
+                    Some((ptr, len)) => decode(spec, unsafe { std::slice::from_raw_parts(*ptr as *const u8, *len) }),
+                    None => Err(R_NOT_BYTES),
+                };
+                match decoded {
+                    Ok(event) => slots.push((Some(event), topic_index)),
+                    Err(reason) => {
+                        slots.push((None, topic_index));
+                        declined.push((base + i, REASONS[reason as usize]));
+                    }
+                }
+            }
+            declined
+        });
         drop(keep);
         Ok(declined)
     }
 
-    /// Per aggregate with events ("users" first, then "orders"): (name, entities, entity_ids,
-    /// full-state rows or None, patch rows or None, labels, Outcomes). The rows are a list of array
-    /// literals, one per column in USERS_COLUMNS / ORDERS_COLUMNS order, or with `copy` binary
-    /// COPY data (bytes) of those columns; labels are (topic, event_type) per event, in the order
-    /// of Outcomes.outcomes().
-    #[pyo3(signature = (copy = false))]
-    fn finish<'py>(&mut self, py: Python<'py>, copy: bool) -> PyResult<Bound<'py, PyList>> {
-        if self.finished {
-            return Err(pyo3::exceptions::PyRuntimeError::new_err("PartBuilder already finished"));
+    /// Puts a declined slot's event, validated by pydantic, back in its place: `values` per field
+    /// of the event type, as handlers.native gives them.
+    fn fill(&mut self, slot: usize, event_type: &str, values: &Bound<'_, PyList>) -> PyResult<()> {
+        self.live()?;
+        let kind = self.spec.type_index(event_type).ok_or_else(|| bad(format!("unknown event type {event_type:?}")))?;
+        let t = &self.spec.types[kind];
+        if values.len() != t.fields.len() {
+            return Err(bad(format!("{event_type} has {} fields, not {}", t.fields.len(), values.len())));
         }
+        let vals = t.fields.iter().zip(values.iter()).map(|(f, v)| val_for_check(&f.check, &v)).collect::<PyResult<Vec<_>>>()?;
+        let event = event_from(&self.spec, kind, vals);
+        let Some((entry, _)) = self.slots.get_mut(slot) else { return Err(bad("no such slot")) };
+        if entry.is_some() {
+            return Err(bad("slot already holds an event"));
+        }
+        *entry = Some(event);
+        Ok(())
+    }
+
+    /// Per aggregate with events, in the descriptor's order: (aggregate index, entities,
+    /// entity_ids, full-state COPY data or None, patch COPY data or None, labels, Outcomes);
+    /// labels are (topic, event_type) per event, in the order of Outcomes.outcomes().
+    fn finish<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        self.live()?;
         self.finished = true;
-        let inner = &self.inner;
-        type Copies = (Option<Vec<u8>>, Option<Vec<u8>>);
-        let built: Vec<Option<(Literals, Option<Copies>)>> = py.allow_threads(|| {
-            (0..2)
-                .map(|w| {
-                    let agg = &inner.aggregates[w];
-                    (!agg.keys.is_empty()).then(|| {
-                        let ids = sorted_ids(agg);
-                        if copy {
-                            let lit = Literals { entities: ids.len(), entity_ids: ids_literal(&ids), full: None, patch: None };
-                            (lit, Some(copies(w, agg, &ids)))
-                        } else {
-                            (literals(w, agg, &ids), None)
-                        }
-                    })
-                })
+        let spec = &self.spec;
+        let slots = std::mem::take(&mut self.slots);
+        let n_types = spec.types.len() as u32;
+        let built: Vec<AggregateRows> = py.allow_threads(|| {
+            let mut collapsed: Vec<Collapsed> = (0..spec.aggregates.len()).map(|_| Collapsed::default()).collect();
+            for (event, topic) in slots.iter().filter_map(|(e, t)| e.as_ref().map(|e| (e, *t))) {
+                let t = &spec.types[event.kind];
+                collapsed[t.aggregate].push(event, t.full, topic * n_types + event.kind as u32);
+            }
+            collapsed
+                .into_iter()
+                .enumerate()
+                .filter(|(_, c)| !c.keys.is_empty())
+                .map(|(a, c)| rows_of(spec, a, c))
                 .collect()
         });
         let mut label_objects: HashMap<u32, Py<PyTuple>> = HashMap::new();
         let out = PyList::empty(py);
-        for (which, item) in built.into_iter().enumerate() {
-            let Some((lit, copied)) = item else { continue };
-            let agg = &mut self.inner.aggregates[which];
-            let mut labels = Vec::with_capacity(agg.labels.len());
-            for label in &agg.labels {
+        for rows in built {
+            let mut labels = Vec::with_capacity(rows.labels.len());
+            for label in &rows.labels {
                 let obj = match label_objects.get(label) {
                     Some(o) => o.clone_ref(py),
                     None => {
-                        let topic = &self.topics[(*label / KINDS.len() as u32) as usize];
-                        let kind = KINDS[(*label % KINDS.len() as u32) as usize];
-                        let t = PyTuple::new(py, [topic.as_str(), kind.name()])?.unbind();
+                        let topic = &self.topics[(*label / n_types) as usize];
+                        let kind = &spec.types[(*label % n_types) as usize].name;
+                        let t = PyTuple::new(py, [topic.as_str(), kind.as_str()])?.unbind();
                         label_objects.insert(*label, t.clone_ref(py));
                         t
                     }
                 };
                 labels.push(obj);
             }
-            let outcomes = Py::new(py, Outcomes { keys: std::mem::take(&mut agg.keys) })?;
+            let outcomes = Py::new(py, Outcomes { keys: rows.keys })?;
+            let full = rows.full.map(|b| PyBytes::new(py, &b));
+            let patch = rows.patch.map(|b| PyBytes::new(py, &b));
             let labels = PyList::new(py, labels)?;
-            let item = match copied {
-                Some((full, patch)) => {
-                    let full = full.map(|b| PyBytes::new(py, &b));
-                    let patch = patch.map(|b| PyBytes::new(py, &b));
-                    (AGGREGATES[which], lit.entities, lit.entity_ids, full, patch, labels, outcomes).into_pyobject(py)?
-                }
-                None => (AGGREGATES[which], lit.entities, lit.entity_ids, lit.full, lit.patch, labels, outcomes).into_pyobject(py)?,
-            };
-            out.append(item)?;
+            out.append((rows.aggregate, rows.entities, rows.entity_ids, full, patch, labels, outcomes).into_pyobject(py)?)?;
         }
-        self.inner = Inner::default();
         Ok(out)
     }
 }
 
-/// One value through the fast path alone, for the tests: None if declined, else (event_type,
-/// event_id, occurred_at, version, id, email, name, is_active, user_id, total, status) with None
-/// for the fields the event type does not have. occurred_at and total are the text PostgreSQL gets.
-#[pyfunction]
-fn decode_one(py: Python<'_>, value: &[u8]) -> PyResult<PyObject> {
-    let Some(e) = decode(value) else { return Ok(py.None()) };
-    let (email, name, is_active, user_id, total, status) = match e.payload {
-        Payload::User { email, name, is_active } => (Some(email), Some(name), Some(is_active), None, None, None),
-        Payload::Order { user_id, total, status, .. } => (None, None, None, Some(user_id), Some(total), Some(status)),
-        Payload::Ref => (None, None, None, None, None, None),
-    };
-    let t = (e.kind.name(), e.event_id, e.occurred_at, e.version, e.id, email, name, is_active, user_id, total, status);
-    Ok(t.into_pyobject(py)?.into_any().unbind())
-}
-
 #[pymodule]
 fn ec_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Contract>()?;
     m.add_class::<PartBuilder>()?;
     m.add_class::<Outcomes>()?;
-    m.add_function(wrap_pyfunction!(decode_one, m)?)?;
-    m.add("USERS_COLUMNS", PyTuple::new(m.py(), USERS_COLUMNS)?)?;
-    m.add("ORDERS_COLUMNS", PyTuple::new(m.py(), ORDERS_COLUMNS)?)?;
-    let types = PyDict::new(m.py());
-    for k in KINDS {
-        types.set_item(k.name(), (AGGREGATES[k.aggregate()], k.is_full()))?;
-    }
-    m.add("EVENT_TYPES", types)?;
+    m.add("DECLINE_REASONS", PyTuple::new(m.py(), REASONS)?)?;
     Ok(())
 }

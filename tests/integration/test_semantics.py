@@ -22,8 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from consumer.generate import Generator
 from handlers.aggregate import Aggregate, Applied
 from handlers.events import event_adapter
-from handlers.orders import orders
-from handlers.users import users
+from tests.aggregates import orders
+from tests.aggregates import users
 from tests.integration.harness import assert_matches_model, envelope_messages, kcat_publish
 from tests.model import OrderRow, ReadModel, UserRow, rows_from_db
 

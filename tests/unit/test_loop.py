@@ -12,8 +12,8 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaConnectio
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 import consumer.loop
-from consumer.batch import Batch, ensure_decoded
-from consumer.loop import KAFKA_COMMIT_ATTEMPTS, ConsumerLoop, StaleBatch, deal_partitions
+from consumer.batch import Batch, Preparer, deal_partitions
+from consumer.loop import KAFKA_COMMIT_ATTEMPTS, ConsumerLoop, StaleBatch
 from consumer.retry import Backoff
 from handlers.registry import build_registry
 from tests.unit.records import Rec
@@ -123,19 +123,20 @@ class Harness:
 def make(monkeypatch, request):
     native = request.param == "native-path"
     if native:
-        prepare = consumer.loop.prepare_parts
+        prepare = Preparer.prepare
 
-        def prepare_then_decode(records, registry, writers, native_path=False):
+        def prepare_then_decode(self, records, writers=1):
             # The fakes below read batch.events, which the native path leaves empty: fill them in
             # after checking that every part did come through the native path.
-            assert native_path
-            parts = prepare(records, registry, writers, native_path)
+            assert self.native is not None
+            parts = prepare(self, records, writers)
             for part in parts:
                 assert part.sources is not None, "the part fell back to the Python path"
-                ensure_decoded(part)
+                assert not part.fallbacks, part.fallbacks
+                self.ensure_decoded(part)
             return parts
 
-        monkeypatch.setattr(consumer.loop, "prepare_parts", prepare_then_decode)
+        monkeypatch.setattr(Preparer, "prepare", prepare_then_decode)
 
     def build(*, assigned=(TP0, TP1, TP_ORDERS), producer_failures=0, apply_errors=None, commit_errors=None, write_concurrency=1) -> Harness:
         log: list = []
@@ -194,19 +195,16 @@ async def test_records_are_decoded_off_the_event_loop_thread(make, monkeypatch):
     h = make()
     decoding_threads = []
 
-    def recording(decoder):
-        def decode(*args):
-            decoding_threads.append(threading.get_ident())
-            return decoder(*args)
+    prepare_part = Preparer.prepare_part
 
-        return decode
+    def recording(self, *args):
+        decoding_threads.append(threading.get_ident())
+        return prepare_part(self, *args)
 
-    # the Python path decodes partition by partition, the native path a part at a time
-    monkeypatch.setattr(consumer.loop, "add_records", recording(consumer.loop.add_records))
-    monkeypatch.setattr(consumer.loop, "native_batch", recording(consumer.loop.native_batch))
+    monkeypatch.setattr(Preparer, "prepare_part", recording)
     await h.loop.process({TP0: [rec(TP0, 0, user_value(1))], TP1: [rec(TP1, 0, user_value(2))]})
 
-    assert len(decoding_threads) == (1 if h.loop.native else 2)
+    assert len(decoding_threads) == 1
     assert threading.get_ident() not in decoding_threads
     assert [e.data.id for b in h.apply.batches for e in b.events] == [1, 2]  # and the result arrived
 

@@ -373,7 +373,7 @@ class FakeAggregate:
 async def test_apply_events_attributes_outcomes_to_labels_and_keeps_the_totals():
     users = FakeAggregate("users", "user.created", "user.updated", "user.deleted")
     orders = FakeAggregate("orders", "order.created", "order.updated", "order.cancelled")
-    registry = build_registry([users, orders])  # type: ignore[list-item]
+    registry = {t: a for a in (users, orders) for t in a.event_types}
     events = [ev(1, 1, "user.created"), ev(5, 1, "order.created"), ev(1, 1, "user.updated"), ev(1, 2, "user.deleted"), ev(5, 1, "order.updated")]
     labels = [("u", "user.created"), ("o", "order.created"), ("x", "user.updated"), ("u", "user.deleted"), ("o", "order.updated")]
     counts = await apply_events(None, registry, events, labels)  # type: ignore[arg-type]

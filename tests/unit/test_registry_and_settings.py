@@ -13,86 +13,69 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, Operation
 from consumer.retry import Backoff, is_transient_db_error, is_transient_kafka_error, sqlstate_of
 from consumer.settings import Settings, SettingsError, load_settings
 from handlers.events import EVENT_TYPE_NAMES, OrderCancelled, UserCreated, UserDeleted
-from handlers.orders import orders
+from handlers.decode import Poison
+from handlers.native import native_path
+from handlers.orders import ORDERS
+from handlers.projection import Projection, ProjectionError, data
 from handlers.registry import RegistryError, build_registry, route
-from handlers.users import users
+from handlers.users import USERS
 
 # -- registry ----------------------------------------------------------------------------------
 
 
-class FakeAggregate:
-    """What build_registry and route need of an Aggregate: a name and its event types (hashable)."""
-
-    def __init__(self, name: str, *event_types: str) -> None:
-        self.name = name
-        self.event_types = frozenset(event_types)
-
-    def __repr__(self) -> str:
-        return f"FakeAggregate({self.name})"
-
-
-FAKE_USERS = FakeAggregate("fake-users", "user.created", "user.updated", "user.deleted")
-FAKE_ORDERS = FakeAggregate("fake-orders", "order.created", "order.updated", "order.cancelled")
+def _thief(*models):
+    """A projection over the users table for the given user event models."""
+    return Projection(table=USERS.table, full=models, columns=USERS.columns)
 
 
 def test_default_registry_covers_all_six_event_types():
     registry = build_registry()
     assert set(registry) == EVENT_TYPE_NAMES
     assert len(registry) == 6
-    assert {t for t, a in registry.items() if a is users} == {"user.created", "user.updated", "user.deleted"}
-    assert {t for t, a in registry.items() if a is orders} == {"order.created", "order.updated", "order.cancelled"}
+    assert {t for t, a in registry.items() if a is registry["user.created"]} == {"user.created", "user.updated", "user.deleted"}
+    assert {t for t, a in registry.items() if a is registry["order.created"]} == {"order.created", "order.updated", "order.cancelled"}
+    assert [a.name for a in registry.aggregates] == ["users", "orders"]
 
 
-def test_native_path_serves_the_default_registry():
+def test_native_path_serves_the_whole_default_registry():
     # scripts/bootstrap.sh builds it; the suite runs against the path production runs.
-    from handlers.native import unavailable_reason
-
-    assert unavailable_reason(build_registry()) is None
-
-
-def test_native_path_refuses_a_registry_it_does_not_know():
-    from handlers.native import unavailable_reason
-
-    registry = dict(build_registry())
-    del registry["user.deleted"]
-    assert "event types" in unavailable_reason(registry)
-    registry = dict(build_registry(), **{"user.deleted": orders})
-    assert "differently" in unavailable_reason(registry)
-
-
-def test_registry_of_fakes():
-    registry = build_registry([FAKE_USERS, FAKE_ORDERS])
-    assert set(registry) == EVENT_TYPE_NAMES
-    assert registry["user.deleted"] is FAKE_USERS
-    assert registry["order.cancelled"] is FAKE_ORDERS
+    path, why = native_path(build_registry())
+    assert path is not None, why
+    assert path.description.unsupported == {}
+    assert [a.name for a in path.description.aggregates] == ["users", "orders"]
 
 
 def test_duplicate_handler_is_rejected():
-    thief = FakeAggregate("thief", "user.deleted")
-    with pytest.raises(RegistryError, match=r"user\.deleted is handled by both fake-users and thief"):
-        build_registry([FAKE_USERS, FAKE_ORDERS, thief])
+    with pytest.raises(RegistryError, match=r"user\.created is handled by both users and users"):
+        build_registry([USERS, ORDERS, _thief(UserCreated)], expected=None)
 
 
-def test_same_aggregate_twice_is_rejected():
+def test_same_projection_twice_is_rejected():
     with pytest.raises(RegistryError, match="handled by both"):
-        build_registry([FAKE_USERS, FAKE_USERS, FAKE_ORDERS])
+        build_registry([USERS, USERS, ORDERS])
 
 
 def test_missing_handler_is_rejected():
-    partial_orders = FakeAggregate("orders", "order.created", "order.updated")
-    with pytest.raises(RegistryError, match=r"missing \['order\.cancelled'\]"):
-        build_registry([FAKE_USERS, partial_orders])
+    with pytest.raises(RegistryError, match=r"missing \['order\.cancelled', 'order\.created', 'order\.updated'\]"):
+        build_registry([USERS])
 
 
-def test_no_aggregates_is_rejected():
-    with pytest.raises(RegistryError, match="missing"):
-        build_registry([])
+def test_no_projections_is_rejected():
+    with pytest.raises(RegistryError, match="at least one"):
+        build_registry([], expected=None)
 
 
-def test_unknown_event_type_is_rejected():
-    extra = FakeAggregate("payments", "payment.created")
-    with pytest.raises(RegistryError, match=r"unknown \['payment\.created'\]"):
-        build_registry([FAKE_USERS, FAKE_ORDERS, extra])
+def test_a_contract_of_other_projections_needs_no_expected_types():
+    contract = build_registry([USERS], expected=None)
+    assert set(contract) == {"user.created", "user.updated", "user.deleted"}
+    assert isinstance(contract.decode(b'{"event_type": "order.created"}'), Poison)
+
+
+def test_projection_columns_must_be_the_tables():
+    with pytest.raises(ProjectionError, match="not the columns of the table"):
+        Projection(table=USERS.table, full=(UserCreated,), columns={k: v for k, v in USERS.columns.items() if k != "email"})
+    with pytest.raises(ProjectionError, match="has no data.phone"):
+        Projection(table=USERS.table, full=(UserCreated,), columns={**USERS.columns, "email": data("phone")})
 
 
 def _event(cls, event_type: str, entity_id: int, version: int):
@@ -109,7 +92,8 @@ def _event(cls, event_type: str, entity_id: int, version: int):
 
 
 def test_route_groups_by_aggregate_and_keeps_order():
-    registry = build_registry([FAKE_USERS, FAKE_ORDERS])
+    registry = build_registry()
+    users, orders = registry["user.created"], registry["order.created"]
     events = [
         _event(UserCreated, "user.created", 1, 1),
         _event(OrderCancelled, "order.cancelled", 5, 2),
@@ -118,9 +102,9 @@ def test_route_groups_by_aggregate_and_keeps_order():
         _event(UserCreated, "user.created", 2, 5),
     ]
     groups = route(registry, events)
-    assert list(groups) == [FAKE_USERS, FAKE_ORDERS]  # first appearance
-    assert groups[FAKE_USERS] == [events[0], events[2], events[4]]
-    assert groups[FAKE_ORDERS] == [events[1], events[3]]
+    assert list(groups) == [users, orders]  # first appearance
+    assert groups[users] == [events[0], events[2], events[4]]
+    assert groups[orders] == [events[1], events[3]]
     assert route(registry, []) == {}
 
 
@@ -128,7 +112,7 @@ def test_route_with_real_registry():
     registry = build_registry()
     events = [_event(OrderCancelled, "order.cancelled", 5, 1), _event(UserDeleted, "user.deleted", 1, 2)]
     groups = route(registry, events)
-    assert groups == {orders: [events[0]], users: [events[1]]}
+    assert groups == {registry["order.created"]: [events[0]], registry["user.created"]: [events[1]]}
 
 
 # -- settings ----------------------------------------------------------------------------------

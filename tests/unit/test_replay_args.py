@@ -241,10 +241,11 @@ async def test_dry_run_reads_exactly_the_planned_ranges_and_stops():
 async def test_retries_transient_errors_gives_up_on_others_and_on_stop():
     from consumer.replay import Interrupted, Replayer
     from consumer.retry import Backoff, is_transient_db_error
+    from handlers.registry import build_registry
 
     stop = asyncio.Event()
     replayer = Replayer(
-        consumer=None, producer=None, engine=None, registry={}, ranges={}, dlq_suffix=".dlq", batch_max_records=1,
+        consumer=None, producer=None, engine=None, registry=build_registry(), ranges={}, dlq_suffix=".dlq", batch_max_records=1,
         backoff=Backoff(0.001, 0.002), stop=stop,
     )
     attempts = []
