@@ -1,4 +1,4 @@
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, AsyncSession, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 
 def make_engine(url: str, *, pool_size: int = 5, max_overflow: int = 5, echo: bool = False) -> AsyncEngine:
@@ -11,7 +11,3 @@ def make_engine(url: str, *, pool_size: int = 5, max_overflow: int = 5, echo: bo
         echo=echo,
         hide_parameters=True,
     )
-
-
-def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(engine, expire_on_commit=False)

@@ -51,7 +51,11 @@ async def database_url(services: Services) -> AsyncIterator[str]:
 
 @pytest.fixture(scope="session")
 async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    from handlers.native import install_batch_tables
+    from handlers.registry import build_registry
+
     eng = create_async_engine(database_url, pool_size=2, max_overflow=2, pool_pre_ping=True)
+    install_batch_tables(eng, build_registry().aggregates)  # as consumer.app does
     yield eng
     await eng.dispose()
 

@@ -1,5 +1,5 @@
 """The native path's binary COPY (native/src/lib.rs -> handlers.native -> Aggregate._write_copied)
-against the Python path's array literals (handlers.fast_decode + handlers.apply), in the real
+against the Python path's array literals (pydantic + handlers.apply), in the real
 PostgreSQL: the same batches, applied one after another through each path, must leave identical
 `users` and `orders` rows (every column, compared by repr: the numeric's scale and the exact
 instants included) and identical applied/stale counts; both are also held to tests.model.ReadModel.
@@ -30,16 +30,17 @@ from aiokafka import TopicPartition
 
 from consumer.generate import Generator, topic_for
 from consumer.offsets import lock_positions
-from handlers.apply import prepare_events, write_prepared
-from handlers.decode import Poison, Tombstone, decode
+from handlers.apply import PreparedEvents, prepare_events, write_prepared
+from handlers.decode import Poison, Tombstone
 from handlers.events import BIGINT_MAX
-from handlers.fast_decode import decode_fast
-from handlers.native import NativePart, prepare_connection
+from handlers.native import NativePath
 from handlers.registry import build_registry
 from tests.model import OrderRow, ReadModel, UserRow, diff, rows_from_db
-from tests.unit.test_native import TRICKY_EMAILS, TRICKY_NAMES
+from tests.tricky import TRICKY_EMAILS, TRICKY_NAMES
 
 REGISTRY = build_registry()
+NATIVE = NativePath(REGISTRY)
+decode = REGISTRY.decode
 USERS_FULL, USERS_PATCH = (t.name for t in REGISTRY["user.created"].batch_tables)
 ORDERS_FULL, ORDERS_PATCH = (t.name for t in REGISTRY["order.created"].batch_tables)
 BATCH_TABLES = (USERS_FULL, USERS_PATCH, ORDERS_FULL, ORDERS_PATCH)
@@ -52,11 +53,12 @@ Batch = list[Chunk]
 
 
 def native_prepare(batch: Batch):
-    part = NativePart(REGISTRY)
+    part = NATIVE.part()
     for topic, values in batch:
         declined = part.add(values, topic)
-        assert declined == [], [values[i] for i in declined]  # valid events, all in the native path's range
-    prepared, labels = part.finish()
+        assert declined == [], declined  # valid events, all in the native path's range
+    parts = part.finish()
+    prepared, labels = PreparedEvents(parts), [label for _, labels in parts for label in labels]
     for p, _ in prepared.parts:  # really the production form: binary COPY data
         assert p.copied and p.native is not None
         assert all(rows is None or isinstance(rows, bytes) for rows in (p.full_rows, p.patch_rows))
@@ -75,24 +77,22 @@ async def first_statement(conn, batch: Batch) -> None:
 async def write_native(engine: AsyncEngine, batch: Batch) -> Counter:
     """As consumer.loop._apply does it: a connection, its batch tables, one transaction."""
     prepared, labels = native_prepare(batch)
-    async with engine.connect() as conn:
-        await prepare_connection(conn, REGISTRY)
-        async with conn.begin():
-            await first_statement(conn, batch)
-            counts = await write_prepared(conn, prepared)
+    async with engine.begin() as conn:
+        await first_statement(conn, batch)
+        counts = await write_prepared(conn, prepared)
     assert Counter(labels) == Counter(python_labels(batch))
     return counts
 
 
 def python_labels(batch: Batch) -> list[tuple[str, str]]:
-    return [(topic, decode_fast(v).event_type) for topic, values in batch for v in values]
+    return [(topic, decode(v).event_type) for topic, values in batch for v in values]
 
 
 def python_prepare(batch: Batch):
     events, labels = [], []
     for topic, values in batch:
         for value in values:
-            event = decode_fast(value)
+            event = decode(value)
             assert not isinstance(event, (Poison, Tombstone)), (value, event)
             events.append(event)
             labels.append((topic, event.event_type))
@@ -388,7 +388,6 @@ async def test_batch_tables_survive_a_rolled_back_transaction(engine, clean_db):
     doomed, _ = native_prepare(DOOMED)
     good, _ = native_prepare(GOOD)
     async with engine.connect() as conn:
-        await prepare_connection(conn, REGISTRY)
         with pytest.raises(Boom):
             async with conn.begin():
                 await first_statement(conn, DOOMED)
@@ -398,12 +397,11 @@ async def test_batch_tables_survive_a_rolled_back_transaction(engine, clean_db):
                 assert (await conn.execute(text("SELECT count(*) FROM users"))).scalar_one() == 6
                 raise Boom  # e.g. a StaleBatch, or a failed dead-letter send: the transaction rolls back
         async with conn.begin():
-            # the tables are still there (created and committed by prepare_connection), empty
+            # the tables are still there (created and committed at checkout), empty
             for name in BATCH_TABLES:
                 assert (await conn.execute(text("SELECT to_regclass(:name)"), {"name": f"pg_temp.{name}"})).scalar_one() is not None, name
             assert await batch_table_counts(conn) == EMPTY
             assert (await conn.execute(text("SELECT count(*) FROM users"))).scalar_one() == 0
-        await prepare_connection(conn, REGISTRY)  # as the loop calls it before every batch: a no-op now
         async with conn.begin():
             await first_statement(conn, GOOD)
             counts = await write_prepared(conn, good)
@@ -420,7 +418,6 @@ async def test_successive_transactions_do_not_see_each_others_batch_rows(engine,
     first, _ = native_prepare(FIRST)
     second, _ = native_prepare(SECOND)
     async with engine.connect() as conn:
-        await prepare_connection(conn, REGISTRY)
         async with conn.begin():
             await first_statement(conn, FIRST)
             counts = await write_prepared(conn, first)
@@ -452,7 +449,6 @@ async def test_rows_copied_by_the_transactions_first_statement_are_kept(engine, 
     await truncate(engine)
     prepared, _ = native_prepare(batch)
     async with engine.connect() as conn:
-        await prepare_connection(conn, REGISTRY)
         async with conn.begin():
             counts = await write_prepared(conn, prepared)
     assert counts == model_counts(ReadModel(), batch)
