@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         from sqlalchemy.exc import DBAPIError
 
-        from consumer.app import StartupError
+        from consumer.process import StartupError
 
         if isinstance(exc, StartupError):
             log.error(str(exc))

@@ -11,7 +11,7 @@ The loop is the only owner of transactions and offsets. Ordering per batch:
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -19,25 +19,15 @@ import structlog
 from aiokafka import TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from consumer.batch import Batch, PoisonRecord, Preparer
-from consumer.dead_letter import apply_isolating, send_dead_letters
+from consumer.batch import Batch, PoisonRecord
 from consumer.metrics import UNKNOWN_EVENT_TYPE, ConsumerMetrics
-from consumer.offsets import load_positions, lock_positions, save_positions
-from consumer.ports import GroupConsumer, Producer
-from consumer.retry import (
-    Backoff,
-    is_data_error,
-    is_transient_db_error,
-    is_transient_kafka_error,
-    retry_transient,
-    short_error,
-    sqlstate_of,
-)
-from handlers.apply import write_prepared
-from handlers.registry import Contract
+from consumer.pipeline import Pipeline
+from consumer.tally import Tally
+from consumer.ports import GroupConsumer
+from consumer.retry import Backoff, is_transient_db_error, is_transient_kafka_error, retry_transient, short_error
+from consumer.writer import StaleBatch, Written
+from handlers.apply import Outcomes
 
 T = TypeVar("T")
 log = structlog.get_logger("consumer.loop")
@@ -59,24 +49,8 @@ class Abandoned(Exception):
     """The batch was given up uncommitted (partitions revoked, or shutdown timed out)."""
 
 
-class StaleBatch(Exception):
-    """The database already holds positions past the start of this batch: another member (or an
-    earlier life of this one) applied these records. Nothing is written; the partitions are re-sought."""
-
-    def __init__(self, stored: Mapping[TopicPartition, int]) -> None:
-        super().__init__(f"database positions ahead of batch: {dict(stored)}")
-        self.stored = dict(stored)
-
-
 @dataclass(slots=True)
-class Stats:
-    consumed: int = 0
-    applied: int = 0
-    stale: int = 0
-    dead_lettered: int = 0
-    tombstones: int = 0
-    batches: int = 0
-    db_retries: int = 0
+class Stats(Tally):
     commit_failures: int = 0
     last_commit_at: float | None = None
     # monotonic time of the last sign of life: getmany returned, a batch committed, or a retry
@@ -89,25 +63,18 @@ class ConsumerLoop:
         self,
         *,
         consumer: GroupConsumer,
-        producer: Producer,
-        engine: AsyncEngine,
-        registry: Contract,
+        pipeline: Pipeline,
         group_id: str,
-        dlq_suffix: str,
         batch_max_records: int,
         backoff: Backoff,
         shutdown_timeout_s: float,
         poll_timeout_ms: int = 500,
         write_concurrency: int = 1,
         metrics: ConsumerMetrics | None = None,
-        native: bool = True,
     ) -> None:
         self._consumer = consumer
-        self._producer = producer
-        self._engine = engine
-        self._registry = registry
+        self._preparer, self._writer, self._dead_letters = pipeline.preparer, pipeline.writer, pipeline.dead_letters
         self._group_id = group_id
-        self._dlq_suffix = dlq_suffix
         self._batch_max_records = batch_max_records
         self._backoff = backoff
         self._shutdown_timeout_s = shutdown_timeout_s
@@ -123,9 +90,9 @@ class ConsumerLoop:
         # Lag needs highwater()/position() (aiokafka's consumer has them; the GroupConsumer port does not require them).
         self._lag_source = consumer if hasattr(consumer, "highwater") and hasattr(consumer, "position") else None
         self._lag_refreshed_at = 0.0
-        self._preparer = Preparer(registry, native)
         self.native_unavailable = self._preparer.native_unavailable
-        self.native = self._preparer.native is not None
+        self.native = pipeline.native
+        self.python_only = self._preparer.python_only  # event type -> why the native path cannot take it
         self._fallbacks_logged_at: dict[str, float] = {}
         self._fallbacks_unlogged: Counter = Counter()
 
@@ -245,7 +212,7 @@ class ConsumerLoop:
         committed_parts = 0
         failure: BaseException | None = None
         for part, result in zip(parts, results):
-            if isinstance(result, Counter):
+            if isinstance(result, Written):
                 committed.update(part.next_offsets)
                 committed_parts += 1
                 continue
@@ -265,41 +232,32 @@ class ConsumerLoop:
             raise failure
         return unsettled
 
-    async def _write_part(self, part: Batch, generation: int, dead_letters: Awaitable[None] | None = None) -> Counter:
+    async def _write_part(self, part: Batch, generation: int, dead_letters: Awaitable[None] | None = None) -> Written:
         started = time.monotonic()
-        counts = await self._retrying("apply", lambda: self._apply(part, dead_letters), generation, is_transient_db_error)
-        self.stats.batches += 1
-        self.stats.consumed += part.size
-        self.stats.applied += counts["applied"]
-        self.stats.stale += counts["stale"]
-        self.stats.dead_lettered += counts["dead_lettered"]
-        self.stats.tombstones += sum(part.tombstones.values())
+        written = await self._retrying("apply", lambda: self._writer.write(part, dead_letters), generation, is_transient_db_error)
+        self.stats.count(part, written)
+        self.stats.dead_lettered += len(part.poison) + len(written.rejected)
         self.stats.last_progress_at = time.monotonic()
-        self._record_metrics(part, counts)
-        seconds = time.monotonic() - started
+        self._record_metrics(part, written.outcomes)
         log.debug(
             "batch committed to the database",
             records=part.size,
             partitions=len(part.next_offsets),
-            applied=counts["applied"],
-            stale=counts["stale"],
-            dead_lettered=counts["dead_lettered"],
+            **written.outcomes.totals(),
+            poison=len(part.poison),
             tombstones=sum(part.tombstones.values()),
-            seconds=round(seconds, 4),
+            seconds=round(time.monotonic() - started, 4),
         )
-        return counts
+        return written
 
-    def _record_metrics(self, batch: Batch, counts: Counter) -> None:
-        """Per (topic, event_type): events by their type, poison records and tombstones as "unknown".
-        Applied/stale/dead-lettered events come labelled in `counts` from the apply step."""
+    def _record_metrics(self, batch: Batch, outcomes: Outcomes) -> None:
+        """Per (topic, event_type): events by their type, poison records and tombstones as "unknown"."""
         consumed: Counter = Counter(batch.labels)
         poison: Counter = Counter((item.record.topic, UNKNOWN_EVENT_TYPE) for item in batch.poison)
         consumed.update(poison)
         for topic, n in batch.tombstones.items():
             consumed[(topic, UNKNOWN_EVENT_TYPE)] += n
-        dead_lettered = poison + Counter({key[1]: n for key, n in counts.items() if isinstance(key, tuple) and key[0] == "dead_lettered"})
-        outcomes = {key: n for key, n in counts.items() if isinstance(key, tuple) and key[0] in ("applied", "stale")}
-        self.metrics.record_batch(consumed, batch.tombstones, dead_lettered, outcomes, batch.size)
+        self.metrics.record_batch(consumed, batch.tombstones, poison + outcomes.dead_lettered, outcomes.applied, outcomes.stale, batch.size)
         if batch.fallbacks:
             self._note_fallbacks(batch.fallbacks)
 
@@ -330,48 +288,9 @@ class ConsumerLoop:
                 continue  # revoked meanwhile, or its position is being reset: next time
             self.metrics.set_lag(tp, highwater - position)
 
-    async def _apply(self, batch: Batch, dead_letters: Awaitable[None] | None = None) -> Counter:
-        """One transaction; `dead_letters` (the batch's DLQ sends) is awaited before its COMMIT."""
-        try:
-            async with self._engine.begin() as conn:
-                counts = await self._apply_in(conn, batch)
-                await save_positions(conn, self._group_id, batch.next_offsets)
-                if dead_letters is not None:
-                    await asyncio.shield(dead_letters)  # shared by the parts: one's cancellation is not the others'
-            counts["dead_lettered"] += len(batch.poison)
-            return counts
-        except DBAPIError as exc:
-            if is_transient_db_error(exc) or not is_data_error(exc):
-                raise
-            log.warning("a record failed in the database; isolating it", error=short_error(exc), sqlstate=sqlstate_of(exc))
-        return await self._apply_isolating(batch, dead_letters)
-
-    async def _apply_in(self, conn: AsyncConnection, batch: Batch) -> Counter:
-        stored = await lock_positions(conn, self._group_id, batch.partitions)
-        ahead = {tp: pos for tp, pos in stored.items() if pos > batch.first_offsets[tp]}
-        if ahead:
-            raise StaleBatch(stored)
-        return await write_prepared(conn, batch.prepared)
-
-    async def _apply_isolating(self, batch: Batch, dead_letters: Awaitable[None] | None = None) -> Counter:
-        """Slow path after a non-transient database error: the rejected events are dead-lettered
-        (acked before the transaction commits), the rest applies with the offsets."""
-        self._preparer.ensure_decoded(batch)
-        async with self._engine.begin() as conn:
-            stored = await lock_positions(conn, self._group_id, batch.partitions)
-            if any(pos > batch.first_offsets[tp] for tp, pos in stored.items()):
-                raise StaleBatch(stored)
-            counts, rejected = await apply_isolating(conn, self._registry, batch.events, batch.event_records)
-            if rejected:
-                await self._dead_letter(rejected)
-            await save_positions(conn, self._group_id, batch.next_offsets)
-            if dead_letters is not None:
-                await asyncio.shield(dead_letters)
-        counts["dead_lettered"] += len(batch.poison) + len(rejected)
-        return counts
-
-    async def _dead_letter(self, items: list[PoisonRecord]) -> None:
-        await send_dead_letters(self._producer, self._dlq_suffix, items)
+    async def _dead_letter(self, items: Sequence[PoisonRecord]) -> None:
+        assert self._dead_letters is not None, "run always has a dead-letter producer"
+        await self._dead_letters.send(items)
 
     def _reseek(self, batch: Batch, stored: Mapping[TopicPartition, int]) -> None:
         assigned = self._consumer.assignment()
@@ -454,8 +373,7 @@ class ConsumerLoop:
             return
         try:
             async with asyncio.timeout(timeout_s):
-                async with self._engine.connect() as conn:
-                    stored = await load_positions(conn, self._group_id, assigned)
+                stored = await self._writer.stored_positions(assigned)
                 for tp, position in stored.items():
                     committed = await self._consumer.committed(tp)
                     if committed is None or position > committed:

@@ -87,20 +87,21 @@ class ConsumerMetrics:
         consumed: Mapping[tuple[str, str], int],
         tombstones: Mapping[str, int],
         dead_lettered: Mapping[tuple[str, str], int],
-        outcomes: Mapping[tuple[str, tuple[str, str]], int],
+        applied: Mapping[tuple[str, str], int],
+        stale: Mapping[tuple[str, str], int],
         size: int,
     ) -> None:
-        """A batch committed to the database. `consumed`/`dead_lettered` are keyed by (topic,
-        event_type), `tombstones` by topic, `outcomes` by ("applied"|"stale", (topic, event_type))."""
+        """A batch committed to the database. Keyed by (topic, event_type), `tombstones` by topic."""
         for (topic, event_type), n in consumed.items():
             self.consumed.labels(topic, event_type).inc(n)
         for topic, n in tombstones.items():
             self.tombstones.labels(topic, UNKNOWN_EVENT_TYPE).inc(n)
         for (topic, event_type), n in dead_lettered.items():
             self.dead_lettered.labels(topic, event_type).inc(n)
-        for (outcome, (topic, event_type)), n in outcomes.items():
-            counter = self.applied if outcome == "applied" else self.stale
-            counter.labels(topic, event_type).inc(n)
+        for counter, counts in ((self.applied, applied), (self.stale, stale)):
+            for (topic, event_type), n in counts.items():
+                if n:
+                    counter.labels(topic, event_type).inc(n)
         self.batch_size.observe(size)
 
     def record_fallbacks(self, fallbacks: Mapping[str, int]) -> None:

@@ -10,7 +10,6 @@ the version guard makes applying them again harmless (already applied events cou
 
 import argparse
 import asyncio
-import signal
 import sys
 import time
 from collections import Counter
@@ -20,6 +19,8 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import structlog
+
+from consumer.tally import Tally
 
 T = TypeVar("T")
 log = structlog.get_logger("consumer.replay")
@@ -158,16 +159,9 @@ def plan_ranges(
 
 
 @dataclass(slots=True)
-class ReplayStats:
-    records: int = 0
+class ReplayStats(Tally):
     events: int = 0
-    applied: int = 0
-    stale: int = 0
     malformed: int = 0  # undecodable, plus those the database rejected (SQLSTATE 22/23)
-    dead_lettered: int = 0
-    tombstones: int = 0
-    batches: int = 0
-    db_retries: int = 0
     per_topic: Counter = field(default_factory=Counter)
 
     def summary(self, *, mode: str, elapsed: float, planned: int, interrupted: bool) -> dict[str, Any]:
@@ -199,35 +193,25 @@ class Replayer:
         self,
         *,
         consumer: Any,
-        producer: Any | None,
-        engine: Any | None,
-        registry: Mapping[str, Any],
+        pipeline: Any,  # consumer.pipeline.Pipeline, built without a group
         ranges: Mapping[Any, Range],
-        dlq_suffix: str,
         batch_max_records: int,
         backoff: Any,
         stop: asyncio.Event,
         dry_run: bool = False,
-        dlq: bool = False,
         on_progress: Callable[[str, int], None] | None = None,
     ) -> None:
         self._consumer = consumer
-        self._producer = producer
-        self._engine = engine
-        self._registry = registry
+        self._preparer, self._writer, self._dead_letters = pipeline.preparer, pipeline.writer, pipeline.dead_letters
+        self._dlq = pipeline.dead_letters is not None
         self._ranges = dict(ranges)
-        self._dlq_suffix = dlq_suffix
         self._batch_max_records = batch_max_records
         self._backoff = backoff
         self._stop = stop
         self._dry_run = dry_run
-        self._dlq = dlq
         self._on_progress = on_progress
         self._positions = {tp: r.start for tp, r in self._ranges.items()}
         self.stats = ReplayStats()
-        from consumer.batch import Preparer
-
-        self._preparer = Preparer(registry)
 
     def done_per_topic(self) -> dict[str, int]:
         done: Counter = Counter()
@@ -265,28 +249,26 @@ class Replayer:
     async def _process(self, records: Mapping[Any, list]) -> None:
         from consumer.batch import Batch
         from consumer.retry import is_transient_db_error, is_transient_kafka_error
+        from consumer.writer import Written
+        from handlers.apply import Outcomes
 
         # One part (one transaction), decoded and prepared in a worker thread as `run` does.
         parts = await asyncio.to_thread(self._preparer.prepare, records, 1)
         batch = parts[0] if parts else Batch()
-        rejected: list = []
-        counts: Counter = Counter()
+        written = Written(Outcomes())
         if not self._dry_run:
             if batch.poison and self._dlq:
-                await self._retrying("dead-letter", lambda: self._dead_letter(batch.poison), is_transient_kafka_error)
+                await self._retrying("dead-letter", lambda: self._dead_letters.send(batch.poison), is_transient_kafka_error)
             if batch.labels:  # one label per event
                 transient = (lambda e: is_transient_db_error(e) or is_transient_kafka_error(e)) if self._dlq else is_transient_db_error
-                counts, rejected = await self._retrying("apply", lambda: self._apply(batch), transient)
+                written = await self._retrying("apply", lambda: self._writer.write(batch), transient)
+        rejected = written.rejected
         s = self.stats
-        s.batches += 1
-        s.records += batch.size
+        s.count(batch, written)
         s.events += len(batch.labels)
-        s.applied += counts["applied"]
-        s.stale += counts["stale"]
         s.malformed += len(batch.poison) + len(rejected)
         if self._dlq:
             s.dead_lettered += len(batch.poison) + len(rejected)
-        s.tombstones += sum(batch.tombstones.values())
         for tp, recs in records.items():
             s.per_topic[tp.topic] += len(recs)
         if not self._dlq:
@@ -300,38 +282,6 @@ class Replayer:
                     error_type=item.poison.error_type,
                     error=item.poison.message[:200],
                 )
-
-    async def _apply(self, batch: Any) -> tuple[Counter, list]:
-        from sqlalchemy.exc import DBAPIError
-
-        from consumer.retry import is_data_error, is_transient_db_error, short_error
-        from handlers.apply import write_prepared
-
-        try:
-            async with self._engine.begin() as conn:
-                return await write_prepared(conn, batch.prepared), []
-        except DBAPIError as exc:
-            if is_transient_db_error(exc) or not is_data_error(exc):
-                raise
-            log.warning("a record failed in the database; isolating it", error=short_error(exc))
-        return await self._apply_isolating(batch)
-
-    async def _apply_isolating(self, batch: Any) -> tuple[Counter, list]:
-        """As `run` does: the events the database rejects are dead-lettered (with --dlq, acked
-        before the commit) or counted as malformed; the rest applies."""
-        from consumer.dead_letter import apply_isolating
-
-        self._preparer.ensure_decoded(batch)
-        async with self._engine.begin() as conn:
-            counts, rejected = await apply_isolating(conn, self._registry, batch.events, batch.event_records)
-            if rejected and self._dlq:
-                await self._dead_letter(rejected)
-        return counts, rejected
-
-    async def _dead_letter(self, items: list) -> None:
-        from consumer.dead_letter import send_dead_letters
-
-        await send_dead_letters(self._producer, self._dlq_suffix, items)
 
     async def _retrying(self, what: str, operation: Callable[[], Awaitable[T]], is_transient: Callable[[BaseException], bool]) -> T:
         from consumer.retry import retry_transient
@@ -395,51 +345,23 @@ async def _offsets_at(consumer: Any, tps: list[Any], at: datetime) -> dict[Any, 
 
 
 async def replay(settings: Any, args: argparse.Namespace) -> int:
-    from aiokafka.errors import KafkaConnectionError
-
-    from consumer.app import StartupError, _check_schema
-    from consumer.kafka_clients import KafkaAuthError, build_plain_consumer, build_producer, probe
+    from consumer.kafka_clients import build_plain_consumer, build_producer
+    from consumer.pipeline import build_pipeline
+    from consumer.process import Process
     from consumer.progress import make_progress, route_logs_through_current_stderr
-    from consumer.retry import Backoff
-    from database.engine import make_engine
-    from handlers.native import install_batch_tables
     from handlers.registry import build_registry
 
     route_logs_through_current_stderr()
     registry = build_registry()
-    backoff = Backoff(settings.retry_initial_s, settings.retry_max_s)
-    stop = asyncio.Event()
-    received: list[int] = []
-
-    def on_signal(signum: int) -> None:
-        if not received:
-            log.info("signal received; stopping after the current batch", signal=signal.Signals(signum).name)
-        received.append(signum)
-        stop.set()
-
-    aio = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        aio.add_signal_handler(sig, on_signal, sig)
-
     mode = "dry-run" if args.dry_run else "apply"
-    engine = None if args.dry_run else make_engine(settings.database_url.get_secret_value(), pool_size=2, max_overflow=0)
-    if engine is not None:
-        install_batch_tables(engine, registry.aggregates)
-    consumer = build_plain_consumer(settings)
-    producer = build_producer(settings) if args.dlq else None
-    started: list = []
-    try:
-        if engine is not None:
-            await _check_schema(engine, backoff, stop)
-        try:
-            await probe(settings)  # tells a refused login from an unreachable broker
-            for client in (consumer, producer):
-                if client is not None:
-                    await client.start()
-                    started.append(client)
-        except (KafkaAuthError, KafkaConnectionError) as exc:
-            raise StartupError(f"cannot use Kafka at {settings.kafka_bootstrap_servers}: {exc}") from None
-
+    async with Process(settings, registry, pool_size=0 if args.dry_run else 2) as process:
+        consumer = process.client(build_plain_consumer(settings))
+        producer = process.client(build_producer(settings)) if args.dlq else None
+        if process.engine is not None:
+            await process.check_schema()
+        for client, what in ((consumer, "consumer"), (producer, "producer")):
+            if client is not None:
+                await process.start(client, what, retry=False)
         try:
             tps = await _partitions(consumer, args.topics, args.partitions)
         except ReplayArgumentError as exc:
@@ -466,16 +388,12 @@ async def replay(settings: Any, args: argparse.Namespace) -> int:
         progress = make_progress({t: totals[t] for t in args.topics}, interval_s=args.progress_interval)
         replayer = Replayer(
             consumer=consumer,
-            producer=producer,
-            engine=engine,
-            registry=registry,
+            pipeline=build_pipeline(registry, process.engine, producer, settings.kafka_dlq_suffix, group_id=None),
             ranges=ranges,
-            dlq_suffix=settings.kafka_dlq_suffix,
             batch_max_records=settings.batch_max_records,
-            backoff=backoff,
-            stop=stop,
+            backoff=process.backoff,
+            stop=process.stop,
             dry_run=args.dry_run,
-            dlq=args.dlq,
             on_progress=progress.update,
         )
         t0 = time.monotonic()
@@ -484,18 +402,10 @@ async def replay(settings: Any, args: argparse.Namespace) -> int:
                 await replayer.run()
             except Interrupted as exc:
                 log.warning("batch given up uncommitted", reason=str(exc))
-        interrupted = bool(received)
+        interrupted = bool(process.signals)
         fields = replayer.stats.summary(mode=mode, elapsed=time.monotonic() - t0, planned=planned, interrupted=interrupted)
         progress.finish(fields, message="replay interrupted" if interrupted else "replay finished")
-        return 128 + received[0] if received else 0
-    finally:
-        for client in reversed(started):
-            try:
-                await asyncio.wait_for(client.stop(), timeout=settings.shutdown_timeout_s)
-            except Exception as exc:  # noqa: BLE001 - shutdown must go on (aiokafka #773)
-                log.warning("kafka client did not stop cleanly", error=type(exc).__name__)
-        if engine is not None:
-            await engine.dispose()
+        return 128 + process.signals[0] if process.signals else 0
 
 
 def command(args: argparse.Namespace, settings: Any) -> int:

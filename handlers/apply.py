@@ -5,7 +5,7 @@ collapse, serialize the rows) and `write_prepared` (the statements)."""
 
 from collections import Counter
 from collections.abc import Hashable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import compress
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -27,29 +27,49 @@ def prepare_events(registry: Mapping[str, Aggregate], events: Sequence, labels: 
     )
 
 
-async def write_prepared(conn: AsyncConnection, prepared: PreparedEvents) -> Counter:
-    """One set-based upsert per table (two where deletes/cancels are present). Returns a Counter
-    with the totals "applied" and "stale"; for labelled events, also ("applied", label) and
-    ("stale", label) per label."""
-    counts: Counter = Counter()
+@dataclass(slots=True)
+class Outcomes:
+    """What became of a batch's events, per (topic, event_type) label (None for unlabelled events)."""
+
+    applied: Counter = field(default_factory=Counter)
+    stale: Counter = field(default_factory=Counter)
+    dead_lettered: Counter = field(default_factory=Counter)  # rejected by the database
+
+    def add(self, other: "Outcomes") -> None:
+        self.applied.update(other.applied)
+        self.stale.update(other.stale)
+        self.dead_lettered.update(other.dead_lettered)
+
+    def totals(self) -> Counter:
+        """Counter(applied=..., stale=...) (and dead_lettered when there are any)."""
+        totals = Counter(applied=self.applied.total(), stale=self.stale.total())
+        if self.dead_lettered:
+            totals["dead_lettered"] = self.dead_lettered.total()
+        return totals
+
+
+async def write_prepared(conn: AsyncConnection, prepared: PreparedEvents) -> Outcomes:
+    """One set-based upsert per table (two where deletes/cancels are present)."""
+    outcomes = Outcomes()
     for part, labels in prepared.parts:
         result = await part.aggregate.write(conn, part)
-        counts["applied"] += result.applied
-        counts["stale"] += result.stale
-        if labels is not None:
-            applied = Counter(compress(labels, result.outcomes))
-            stale = Counter(labels)
-            stale.subtract(applied)
-            counts.update({("applied", label): n for label, n in applied.items()})
-            counts.update({("stale", label): n for label, n in stale.items() if n})
-    return counts
+        if labels is None:
+            outcomes.applied[None] += result.applied
+            outcomes.stale[None] += result.stale
+            continue
+        applied = Counter(compress(labels, result.outcomes))
+        stale = Counter(labels)
+        stale.subtract(applied)
+        outcomes.applied.update(applied)
+        outcomes.stale.update(+stale)
+    return outcomes
 
 
 async def apply_events(
     conn: AsyncConnection, registry: Mapping[str, Aggregate], events: Sequence, labels: Sequence[Hashable] | None = None
-) -> Counter:
-    """prepare_events + write_prepared: given `labels` (one per event, e.g. (topic, event_type)),
-    the counts are also per label."""
+) -> Outcomes:
+    """prepare_events + write_prepared; given `labels` (one per event, e.g. (topic, event_type)),
+    the outcomes are per label."""
     return await write_prepared(conn, prepare_events(registry, events, labels))
 
 

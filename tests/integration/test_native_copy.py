@@ -30,7 +30,7 @@ from aiokafka import TopicPartition
 
 from consumer.generate import Generator, topic_for
 from consumer.offsets import lock_positions
-from handlers.apply import PreparedEvents, prepare_events, write_prepared
+from handlers.apply import Outcomes, PreparedEvents, prepare_events, write_prepared
 from handlers.decode import Poison, Tombstone
 from handlers.events import BIGINT_MAX
 from handlers.native import NativePath
@@ -79,7 +79,7 @@ async def write_native(engine: AsyncEngine, batch: Batch) -> Counter:
     prepared, labels = native_prepare(batch)
     async with engine.begin() as conn:
         await first_statement(conn, batch)
-        counts = await write_prepared(conn, prepared)
+        counts = as_counts(await write_prepared(conn, prepared))
     assert Counter(labels) == Counter(python_labels(batch))
     return counts
 
@@ -102,7 +102,7 @@ def python_prepare(batch: Batch):
 async def write_python(engine: AsyncEngine, batch: Batch) -> Counter:
     prepared = python_prepare(batch)
     async with engine.begin() as conn:
-        return await write_prepared(conn, prepared)
+        return as_counts(await write_prepared(conn, prepared))
 
 
 async def truncate(engine: AsyncEngine) -> None:
@@ -121,6 +121,14 @@ def exact(rows: list) -> list[tuple[str, ...]]:
     """Rows as the reprs of their values: Decimal('12.50') is not Decimal('12.5'), a datetime's
     tzinfo and microseconds show, a str's every character."""
     return [tuple(repr(v) for v in row) for row in rows]
+
+
+def as_counts(outcomes: Outcomes) -> Counter:
+    """The totals and the per-label counts in one Counter, as model_counts gives them."""
+    counts = outcomes.totals()
+    counts.update({("applied", label): n for label, n in outcomes.applied.items() if n})
+    counts.update({("stale", label): n for label, n in outcomes.stale.items() if n})
+    return counts
 
 
 def model_counts(model: ReadModel, batch: Batch) -> Counter:
@@ -391,7 +399,7 @@ async def test_batch_tables_survive_a_rolled_back_transaction(engine, clean_db):
         with pytest.raises(Boom):
             async with conn.begin():
                 await first_statement(conn, DOOMED)
-                counts = await write_prepared(conn, doomed)
+                counts = as_counts(await write_prepared(conn, doomed))
                 assert counts["applied"] == 10 and counts["stale"] == 0
                 assert await batch_table_counts(conn) == {USERS_FULL: 5, USERS_PATCH: 1, ORDERS_FULL: 3, ORDERS_PATCH: 1}
                 assert (await conn.execute(text("SELECT count(*) FROM users"))).scalar_one() == 6
@@ -404,7 +412,7 @@ async def test_batch_tables_survive_a_rolled_back_transaction(engine, clean_db):
             assert (await conn.execute(text("SELECT count(*) FROM users"))).scalar_one() == 0
         async with conn.begin():
             await first_statement(conn, GOOD)
-            counts = await write_prepared(conn, good)
+            counts = as_counts(await write_prepared(conn, good))
             assert await batch_table_counts(conn) == {USERS_FULL: 2, USERS_PATCH: 1, ORDERS_FULL: 1, ORDERS_PATCH: 1}
         assert counts == model_counts(ReadModel(), GOOD)  # as on empty tables
         async with conn.begin():
@@ -420,7 +428,7 @@ async def test_successive_transactions_do_not_see_each_others_batch_rows(engine,
     async with engine.connect() as conn:
         async with conn.begin():
             await first_statement(conn, FIRST)
-            counts = await write_prepared(conn, first)
+            counts = as_counts(await write_prepared(conn, first))
             assert await batch_table_counts(conn) == {USERS_FULL: 3, USERS_PATCH: 1, ORDERS_FULL: 2, ORDERS_PATCH: 1}
         assert (counts["applied"], counts["stale"]) == (7, 0)
         # Empty the read model, on the same connection: were the first batch's rows still in the
@@ -430,7 +438,7 @@ async def test_successive_transactions_do_not_see_each_others_batch_rows(engine,
             assert await batch_table_counts(conn) == EMPTY
         async with conn.begin():
             await first_statement(conn, SECOND)
-            counts = await write_prepared(conn, second)
+            counts = as_counts(await write_prepared(conn, second))
             assert await batch_table_counts(conn) == {USERS_FULL: 2, USERS_PATCH: 0, ORDERS_FULL: 1, ORDERS_PATCH: 0}
         assert counts == model_counts(ReadModel(), SECOND)  # as on empty tables
         assert (counts["applied"], counts["stale"]) == (3, 0)
@@ -450,7 +458,7 @@ async def test_rows_copied_by_the_transactions_first_statement_are_kept(engine, 
     prepared, _ = native_prepare(batch)
     async with engine.connect() as conn:
         async with conn.begin():
-            counts = await write_prepared(conn, prepared)
+            counts = as_counts(await write_prepared(conn, prepared))
     assert counts == model_counts(ReadModel(), batch)
     assert tuple(exact(rows) for rows in await read_tables(engine)) == want
 

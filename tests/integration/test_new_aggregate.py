@@ -19,6 +19,7 @@ from sqlalchemy.schema import CreateTable, DropTable
 
 from consumer.kafka_clients import build_group_consumer, build_producer
 from consumer.loop import ConsumerLoop
+from consumer.pipeline import build_pipeline
 from consumer.retry import Backoff
 from consumer.settings import load_settings
 from handlers.events import EntityId, EntityRef, Money, _Envelope, _Model, _no_nul
@@ -166,8 +167,8 @@ async def test_a_new_aggregate_runs_end_to_end_on_the_native_path(kafka, topics,
     consumer, producer = build_group_consumer(settings), build_producer(settings)
     install_batch_tables(engine, contract.aggregates)
     loop = ConsumerLoop(
-        consumer=consumer, producer=producer, engine=engine, registry=contract, group_id=topics.group,
-        dlq_suffix=".dlq", batch_max_records=300, backoff=Backoff(0.05, 1.0), shutdown_timeout_s=10,
+        consumer=consumer, pipeline=build_pipeline(contract, engine, producer, ".dlq", group_id=topics.group), group_id=topics.group,
+        batch_max_records=300, backoff=Backoff(0.05, 1.0), shutdown_timeout_s=10,
     )
     assert loop.native, loop.native_unavailable
     consumer.subscribe([topics.users, products_topic])

@@ -11,7 +11,7 @@ from urllib.parse import unquote
 import pytest
 import yaml
 
-import consumer.dead_letter
+import consumer.writer
 from consumer.asyncapi import DLQ_ERROR_TYPES, DLQ_HEADERS, SCHEMA_REF, build_document, render_asyncapi
 from consumer.batch import PoisonRecord, dead_letter_headers
 from consumer.cli import main
@@ -160,7 +160,7 @@ def test_dead_letter_message_matches_what_the_loop_writes(doc: dict[str, Any]) -
         poison = decode(value)
         assert isinstance(poison, Poison) and poison.error_type == error_type
     assert set(POISON_SAMPLES) | {"database_error"} == set(DLQ_ERROR_TYPES)
-    assert 'Poison("database_error"' in inspect.getsource(consumer.dead_letter)
+    assert 'Poison("database_error"' in inspect.getsource(consumer.writer)
 
     # ... and the loop's headers are exactly the documented ones, valid per their patterns.
     record = SimpleNamespace(topic="users", partition=2, offset=17, key=b"42", value=b"[]", headers=[("trace", b"x")])

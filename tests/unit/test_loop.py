@@ -13,10 +13,12 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 import consumer.loop
 from consumer.batch import Batch, Preparer, deal_partitions
-from consumer.loop import KAFKA_COMMIT_ATTEMPTS, ConsumerLoop, StaleBatch
+from consumer.loop import KAFKA_COMMIT_ATTEMPTS, ConsumerLoop
+from consumer.pipeline import build_pipeline
+from consumer.writer import StaleBatch
 from consumer.retry import Backoff
 from handlers.registry import build_registry
-from tests.unit.records import Rec
+from tests.unit.records import FunctionWriter, Rec
 
 TP0 = TopicPartition("users", 0)
 TP1 = TopicPartition("users", 1)
@@ -91,7 +93,7 @@ class FakeProducer:
 
 
 class FakeApply:
-    """Stands in for ConsumerLoop._apply: records the batches, raises the queued errors first."""
+    """The write of a FunctionWriter (consumer.writer.BatchWriter.write): records the batches, raises the queued errors first."""
 
     def __init__(self, log: list, errors: list[BaseException] | None = None) -> None:
         self.log = log
@@ -144,25 +146,19 @@ def make(monkeypatch, request):
         producer = FakeProducer(log, producer_failures)
         fake_apply = FakeApply(log, apply_errors)
 
-        async def _apply(self, batch, dead_letters=None):
-            return await fake_apply(self, batch, dead_letters)
-
-        monkeypatch.setattr(ConsumerLoop, "_apply", _apply)
+        writer = FunctionWriter(fake_apply)
         loop = ConsumerLoop(
             consumer=consumer,
-            producer=producer,
-            engine=None,  # type: ignore[arg-type]  # never reached: _apply is faked
-            registry=build_registry(),
+            pipeline=build_pipeline(build_registry(), None, producer, ".dlq", group_id="test-group", native=native, writer=writer),  # type: ignore[arg-type]
             group_id="test-group",
-            dlq_suffix=".dlq",
             batch_max_records=100,
             backoff=Backoff(initial_s=0.001, max_s=0.002),
             shutdown_timeout_s=5.0,
             poll_timeout_ms=1,
             write_concurrency=write_concurrency,
-            native=native,
         )
         assert loop.native is native, loop.native_unavailable
+        writer.loop = loop
         return Harness(loop, consumer, producer, fake_apply, log)
 
     return build
@@ -185,7 +181,7 @@ async def test_valid_batch_is_applied_then_committed(make):
     assert h.consumer.commits == [{TP0: 12, TP1: 4}]
     assert h.log == [("apply", 3), ("commit", {TP0: 12, TP1: 4})]
     s = h.loop.stats
-    assert (s.batches, s.consumed, s.applied, s.dead_lettered, s.tombstones, s.db_retries) == (1, 3, 3, 0, 0, 0)
+    assert (s.batches, s.records, s.applied, s.dead_lettered, s.tombstones, s.db_retries) == (1, 3, 3, 0, 0, 0)
     assert s.last_commit_at is not None
 
 
@@ -281,7 +277,7 @@ async def test_poison_is_dead_lettered_with_headers_before_apply(make):
     [batch] = h.apply.batches
     assert len(batch.poison) == 5
     assert h.loop.stats.dead_lettered == 5
-    assert h.loop.stats.consumed == 6
+    assert h.loop.stats.records == 6
 
 
 async def test_dlq_send_is_retried_on_connection_errors_and_apply_waits_for_success(make):
@@ -311,7 +307,7 @@ async def test_dead_letters_overlap_the_transaction_and_its_commit_waits_for_the
         return Counter(applied=len(batch.events), dead_lettered=len(batch.poison))
 
     monkeypatch.setattr(h.producer, "send", send)
-    monkeypatch.setattr(ConsumerLoop, "_apply", _apply)
+    monkeypatch.setattr(h.loop._writer, "fn", _apply)
     task = asyncio.create_task(h.loop.process({TP0: [rec(TP0, 0, b"garbage"), rec(TP0, 1, user_value())]}))
     await wait_for(lambda: ("statements", 1) in h.log)
     await asyncio.sleep(0.01)
@@ -337,7 +333,7 @@ async def test_a_failed_dead_letter_send_rolls_the_transaction_back(make, monkey
         return Counter()
 
     monkeypatch.setattr(h.producer, "send", refuse)
-    monkeypatch.setattr(ConsumerLoop, "_apply", _apply)
+    monkeypatch.setattr(h.loop._writer, "fn", _apply)
     with pytest.raises(ValueError):
         await h.loop.process({TP0: [rec(TP0, 0, b"garbage"), rec(TP0, 1, user_value())]})
     assert rolled_back == [2]
@@ -411,7 +407,7 @@ async def test_revocation_during_apply_retries_abandons_the_batch(make, monkeypa
             raise refused()
         return Counter()
 
-    monkeypatch.setattr(ConsumerLoop, "_apply", flaky)
+    monkeypatch.setattr(h.loop._writer, "fn", flaky)
     await h.loop.process({TP0: [rec(TP0, 0, user_value())]})
     assert calls == 1
     assert h.consumer.commits == []
@@ -431,7 +427,7 @@ async def test_tombstones_are_counted_and_never_dead_lettered(make):
     assert batch.poison == []
     assert batch.tombstones == Counter(users=3)
     assert h.loop.stats.tombstones == 3
-    assert h.loop.stats.consumed == 4
+    assert h.loop.stats.records == 4
     assert h.consumer.commits == [{TP0: 3, TP1: 1}]
 
 
@@ -517,7 +513,7 @@ def gated_run(h: Harness, monkeypatch, first_apply):
         return await h.apply(self, batch, dead_letters)
 
     monkeypatch.setattr(ConsumerLoop, "_prepare", prepare)
-    monkeypatch.setattr(ConsumerLoop, "_apply", _apply)
+    monkeypatch.setattr(h.loop._writer, "fn", _apply)
     return gate, asyncio.create_task(h.loop.run())
 
 
@@ -610,7 +606,7 @@ async def test_each_writer_commits_its_own_partitions_in_its_own_transaction(mak
     assert await h.loop.process(records) is True
     assert sorted(tuple(b.partitions) for b in h.apply.batches) == [(TP_ORDERS,), (TP0,)]
     assert h.consumer.commits == [{TP0: 2, TP_ORDERS: 6}]  # one Kafka commit, after both transactions
-    assert h.loop.stats.batches == 2 and h.loop.stats.consumed == 3
+    assert h.loop.stats.batches == 2 and h.loop.stats.records == 3
 
 
 async def test_a_stale_writer_does_not_hold_back_the_other(make, monkeypatch):
@@ -621,7 +617,7 @@ async def test_a_stale_writer_does_not_hold_back_the_other(make, monkeypatch):
             raise StaleBatch({TP0: 9})
         return Counter(applied=len(batch.events))
 
-    monkeypatch.setattr(ConsumerLoop, "_apply", _apply)
+    monkeypatch.setattr(h.loop._writer, "fn", _apply)
     records = {TP0: [rec(TP0, 0, user_value(1)), rec(TP0, 1, user_value(2))], TP1: [rec(TP1, 3, user_value(3))]}
     assert await h.loop.process(records) is False
     assert h.consumer.commits == [{TP1: 4}]
@@ -638,7 +634,7 @@ async def test_a_failing_writer_raises_after_the_other_committed(make, monkeypat
             raise IntegrityError("INSERT", {}, asyncpg.exceptions.CheckViolationError("x"))
         return Counter(applied=len(batch.events))
 
-    monkeypatch.setattr(ConsumerLoop, "_apply", _apply)
+    monkeypatch.setattr(h.loop._writer, "fn", _apply)
     records = {TP0: [rec(TP0, 0, user_value(1)), rec(TP0, 1, user_value(2))], TP1: [rec(TP1, 3, user_value(3))]}
     with pytest.raises(IntegrityError):
         await h.loop.process(records)
@@ -648,20 +644,12 @@ async def test_a_failing_writer_raises_after_the_other_committed(make, monkeypat
 async def test_assignment_behind_the_database_seeks_and_commits_the_database_position(make, monkeypatch):
     """The last batch's Kafka commit can be refused by the very rebalance that moves its partition:
     the new owner must bring Kafka's offset up to the database's even with nothing left to fetch."""
-    from contextlib import asynccontextmanager
-
     h = make()
 
-    class FakeEngine:
-        @asynccontextmanager
-        async def connect(self):
-            yield None
-
-    async def load_positions(conn, group_id, tps):
+    async def stored_positions(tps):
         return {TP0: 40}
 
-    h.loop._engine = FakeEngine()  # type: ignore[assignment]
-    monkeypatch.setattr("consumer.loop.load_positions", load_positions)
+    monkeypatch.setattr(h.loop._writer, "stored_positions", stored_positions, raising=False)
     await h.loop.on_assigned([TP0])  # Kafka has no committed offset for TP0 (FakeConsumer.committed)
     assert h.consumer.seeks == [(TP0, 40)]
     task = asyncio.create_task(h.loop.run())  # no records at all

@@ -216,6 +216,7 @@ def _event(entity_id: int, version: int = 1) -> bytes:
 async def test_dry_run_reads_exactly_the_planned_ranges_and_stops():
     from consumer.replay import Replayer
     from consumer.retry import Backoff
+    from consumer.pipeline import build_pipeline
     from handlers.registry import build_registry
 
     logs = {
@@ -227,7 +228,7 @@ async def test_dry_run_reads_exactly_the_planned_ranges_and_stops():
     consumer = FakeConsumer(logs)
     progress: dict[str, int] = {}
     replayer = Replayer(
-        consumer=consumer, producer=None, engine=None, registry=build_registry(), ranges=ranges, dlq_suffix=".dlq",
+        consumer=consumer, pipeline=build_pipeline(build_registry(), None, None, ".dlq", group_id=None), ranges=ranges,
         batch_max_records=3, backoff=Backoff(0.001, 0.002), stop=asyncio.Event(), dry_run=True,
         on_progress=progress.__setitem__,
     )
@@ -241,11 +242,12 @@ async def test_dry_run_reads_exactly_the_planned_ranges_and_stops():
 async def test_retries_transient_errors_gives_up_on_others_and_on_stop():
     from consumer.replay import Interrupted, Replayer
     from consumer.retry import Backoff, is_transient_db_error
+    from consumer.pipeline import build_pipeline
     from handlers.registry import build_registry
 
     stop = asyncio.Event()
     replayer = Replayer(
-        consumer=None, producer=None, engine=None, registry=build_registry(), ranges={}, dlq_suffix=".dlq", batch_max_records=1,
+        consumer=None, pipeline=build_pipeline(build_registry(), None, None, ".dlq", group_id=None), ranges={}, batch_max_records=1,
         backoff=Backoff(0.001, 0.002), stop=stop,
     )
     attempts = []
