@@ -108,7 +108,7 @@ async def run(settings: Settings, registry: Contract | None = None) -> int:
             await loop.run()
             log.info(
                 "stopped",
-                records=loop.stats.records,
+                consumed=loop.stats.records,
                 applied=loop.stats.applied,
                 stale=loop.stats.stale,
                 dead_lettered=loop.stats.dead_lettered,

@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+import asyncpg
 import structlog
 from aiokafka import TopicPartition
 from sqlalchemy.exc import DBAPIError
@@ -27,6 +28,9 @@ from handlers.registry import Contract
 log = structlog.get_logger("consumer.writer")
 
 SendDeadLetters = Callable[[Sequence[PoisonRecord]], Awaitable[None]]
+# SQLAlchemy wraps what its statements raise; the native path's COPY goes through the driver
+# connection, whose errors arrive as asyncpg's own. Both are classified alike (consumer.retry).
+DATABASE_ERRORS = (DBAPIError, asyncpg.PostgresError)
 
 
 class StaleBatch(Exception):
@@ -70,7 +74,7 @@ class BatchWriter:
                 outcomes = await write_prepared(conn, batch.prepared)
                 await self._finish(conn, batch, dead_letters)
             return Written(outcomes)
-        except DBAPIError as exc:
+        except DATABASE_ERRORS as exc:
             if is_transient_db_error(exc) or not is_data_error(exc):
                 raise
             log.warning("a record failed in the database; isolating it", error=short_error(exc), sqlstate=sqlstate_of(exc))
@@ -107,10 +111,10 @@ class BatchWriter:
                 try:
                     async with conn.begin_nested():
                         result = await self._contract[event.event_type].apply(conn, [event])
-                except DBAPIError as exc:
+                except DATABASE_ERRORS as exc:
                     if is_transient_db_error(exc) or not is_data_error(exc):
                         raise
-                    message = f"{type(exc.orig).__name__ if exc.orig else type(exc).__name__}: {short_error(exc)}"
+                    message = f"SQLSTATE {sqlstate_of(exc)}: {short_error(exc)}"
                     rejected.append(PoisonRecord(record, Poison("database_error", message[:1000])))
                     outcomes.dead_lettered[label] += 1
                     continue
