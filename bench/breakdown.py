@@ -7,8 +7,10 @@ bench/README.md; nothing here changes production code.
 
 fetch   AIOKafkaConsumer.getmany over fresh topics with the consumer's fetch settings, nothing
         else: the Kafka client's ceiling.
-decode  handlers.fast_decode.decode_fast (production), handlers.decode.decode (pydantic alone),
-        and variants of the pydantic contract built here (a mirror of handlers/events.py) to price
+decode  production: the native path (NativePart.add alone: decode and checks; and
+        Preparer.prepare of one part: with collapse and the COPY rows) and Contract.decode
+        (pydantic alone: the Python path, and the authority for what the native path declines);
+        variants of the pydantic contract built here (a mirror of handlers/events.py) to price
         its parts: the UTC-range validator, EmailStr, orjson alone.
 apply   the batches' upserts into a fresh database, three ways with the same collapse and the
         same final rows: production (handlers.apply.apply_events through SQLAlchemy: the rows as
@@ -150,15 +152,57 @@ def make_adapter(utc_check, email: str) -> TypeAdapter:
 
 
 def _time_cpu(fn, values: list[bytes]) -> float:
-    """CPU seconds for fn over all values."""
+    """CPU seconds for fn over all values (fn takes one value, or the whole list if it is a _Whole)."""
     gc.collect()
     t0 = time.process_time()
+    if isinstance(fn, _Whole):
+        fn(values)
+        return time.process_time() - t0
     for v in values:
         try:
             fn(v)
         except Exception:  # noqa: BLE001 - poison records fail validation: that is part of the cost
             pass
     return time.process_time() - t0
+
+
+class _Whole:
+    """A variant that takes the whole list of values (the native path works on a part, not per value)."""
+
+    def __init__(self, fn) -> None:
+        self.fn = fn
+
+    def __call__(self, values: list[bytes]) -> None:
+        self.fn(values)
+
+
+PART_RECORDS = 50_000  # the native path's values per part (BATCH_MAX_RECORDS' default)
+
+
+def _native_variants(contract, values: list[bytes]) -> dict:
+    from bench.limits import as_records
+    from consumer.batch import Preparer
+
+    preparer = Preparer(contract)
+    if preparer.native is None:
+        say(f"decode: native path unavailable ({preparer.native_unavailable}); its variants are left out")
+        return {}
+    path = preparer.native
+    chunks = [values[start : start + PART_RECORDS] for start in range(0, len(values), PART_RECORDS)]
+    parts = [as_records(chunk) for chunk in chunks]  # aiokafka records, built outside the timing
+
+    def add_only(_values: list[bytes]) -> None:
+        for chunk in chunks:
+            path.part().add(chunk, "bench")
+
+    def prepare(_values: list[bytes]) -> None:
+        for records in parts:
+            preparer.prepare(records, 1)
+
+    return {
+        f"production native path: NativePart.add per {PART_RECORDS:,} values (decode and checks; no collapse, no rows)": _Whole(add_only),
+        f"production native path: Preparer.prepare per {PART_RECORDS:,} records (+ collapse, COPY rows; pydantic for what it declines)": _Whole(prepare),
+    }
 
 
 def _orjson_then_python():
@@ -168,13 +212,13 @@ def _orjson_then_python():
 
 
 def decode_variants(values: list[bytes], rounds: int = 3) -> dict:
-    from handlers.decode import decode
-    from handlers.fast_decode import decode_fast
+    from handlers.registry import build_registry
 
+    contract = build_registry()
     n = len(values)
     variants = {
-        "production handlers.fast_decode.decode_fast (msgspec, pydantic for what it declines)": decode_fast,
-        "handlers.decode.decode (pydantic alone)": decode,
+        **_native_variants(contract, values),
+        "production Contract.decode (pydantic alone: the Python path)": contract.decode,
         "mirror of production (sanity check)": make_adapter(_utc_astimezone, "EmailStr").validate_json,
         "UTC check only near year 1/9999": make_adapter(_utc_cheap, "EmailStr").validate_json,
         "no UTC check at all": make_adapter(None, "EmailStr").validate_json,
@@ -257,12 +301,6 @@ class RawApplier:
             await conn.execute(self.patch_sql, *[prepared.patch_rows[k] for k in self.patch_order])
 
 
-PATCH_UPDATE = {
-    "users": ["is_active", "version", "deleted_at", "updated_at"],
-    "orders": ["status", "version", "updated_at"],
-}
-
-
 class CopyApplier:
     """The same collapse and rows, written by binary COPY into a temp table, then
     WITH up AS (INSERT ... SELECT FROM temp ON CONFLICT ... WHERE newer) SELECT id, version ..."""
@@ -272,8 +310,8 @@ class CopyApplier:
         t = aggregate.table.name
         cols = aggregate.columns
         col_list = ", ".join(cols)
-        full_update = ", ".join(f"{c} = excluded.{c}" for c in cols if c not in ("id", "created_at"))
-        patch_update = ", ".join(f"{c} = excluded.{c}" for c in self._patch_update_columns())
+        full_update = ", ".join(f"{c} = excluded.{c}" for c in aggregate.projection.updates("full"))
+        patch_update = ", ".join(f"{c} = excluded.{c}" for c in aggregate.projection.updates("patch"))
         self.temp_full, self.temp_patch = f"bench_full_{t}", f"bench_patch_{t}"
         self.create = [
             f"CREATE TEMP TABLE IF NOT EXISTS {self.temp_full} (LIKE {t}) ON COMMIT DELETE ROWS",
@@ -289,10 +327,6 @@ class CopyApplier:
             f"INSERT INTO {t} ({col_list}) SELECT {col_list} FROM {self.temp_patch} "
             f"ON CONFLICT (id) DO UPDATE SET {patch_update} WHERE excluded.version > {t}.version"
         )
-
-    def _patch_update_columns(self) -> list[str]:
-        # the patch_update of handlers/users.py and handlers/orders.py (Aggregate does not keep it)
-        return PATCH_UPDATE[self.a.table.name]
 
     async def apply(self, conn, events) -> None:
         from handlers.collapse import collapse
@@ -326,7 +360,7 @@ async def apply_variants(dbs: FreshDatabases, events: list, model, batch_sizes: 
     from handlers.registry import build_registry, route
 
     registry = build_registry()
-    aggregates = list(dict.fromkeys(registry.values()))
+    aggregates = list(registry.aggregates)
     n = len(events)
 
     async def production(url: str, batches: list) -> None:
@@ -431,9 +465,10 @@ async def amain(args) -> dict:
             f = result["fetch"]
             say(f"fetch: {f['records_per_s']:,} records/s, {f['us_cpu_per_record']} us CPU/record")
         if "apply" in only:
-            from handlers.decode import decode
             from handlers.decode import Poison
+            from handlers.registry import build_registry
 
+            decode = build_registry().decode
             events = [e for e in (decode(v) for v in values) if not isinstance(e, Poison)]
             # the same events in the same order per entity as the topics hold them (per role)
             result["apply"] = await apply_variants(dbs, events, wl.model, [int(b) for b in args.batch_sizes.split(",")],

@@ -20,9 +20,11 @@ CATEGORIES: list[tuple[str, re.Pattern]] = [
     ("idle: waiting for I/O (broker, database, timers)", re.compile(r"\bselect \([^)]*selectors\.py:\d+\)$")),
     ("startup/imports", re.compile(r"_find_and_load")),
     ("decode: pydantic validate_json (handlers.decode)", re.compile(r"handlers/decode\.py")),
-    ("decode: msgspec fast path (handlers.fast_decode)", re.compile(r"handlers/fast_decode\.py")),
+    # the Rust code releases the GIL and has no Python frame of its own: its time shows as the
+    # NativePart method that called it (add: decode and checks; finish: collapse and COPY rows)
+    ("decode: native path, decode + collapse + rows (handlers.native)", re.compile(r"handlers/native\.py(?!.*(sqlalchemy|asyncpg))")),
     ("decode: batch bookkeeping", re.compile(r"consumer/batch\.py")),
-    ("sql: collapse + row building (handlers)", re.compile(r"handlers/(collapse|users|orders|aggregate|registry|apply|sql)\.py(?!.*(sqlalchemy|asyncpg))")),
+    ("sql: collapse + row building (handlers)", re.compile(r"handlers/(collapse|users|orders|projection|aggregate|registry|apply|sql)\.py(?!.*(sqlalchemy|asyncpg))")),
     ("sql: SQLAlchemy + asyncpg client side", re.compile(r"sqlalchemy|asyncpg")),
     ("kafka: offset commit", re.compile(r"_commit_kafka|\bcommit \([^)]*aiokafka/consumer/consumer\.py")),
     ("kafka: fetch + record parsing (aiokafka)", re.compile(r"aiokafka")),

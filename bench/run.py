@@ -10,7 +10,8 @@ contestant on its own fresh database and (where it reads Kafka) its own fresh co
   event-consumer   the real `python -m consumer run` process
   naive            bench/naive.py: getone, one session per message, SELECT + merge, commit, commit
   database limit   bench/limits.py db: the final rows by COPY + one upsert per table
-  decode limit     bench/limits.py decode: handlers.fast_decode.decode_fast over every record value
+  decode limit     bench/limits.py decode: consumer.batch.Preparer.prepare (the native path: decode,
+                   validate, collapse, rows) over every record value as one part
 
 checks every finished contestant's tables against tests.model.ReadModel, prints one table and
 writes bench/results/<UTC timestamp>.json. Fresh databases and topics are removed at the end.
@@ -365,14 +366,14 @@ async def run_decode_limit(ctx: Context) -> dict:
     workload.write_values(values_file, ctx.wl.values())
     log = ctx.workdir / "decode.log"
     background = await wait_quiet(ctx.args.quiet_wait_s)
-    say("decode limit: handlers.fast_decode.decode_fast over every value")
+    say("decode limit: consumer.batch.Preparer.prepare (decode, validate, collapse, rows) over every value")
     proc = start_child([PY, "-m", "bench.limits", "decode", "--values", str(values_file)],
                        child_env(), log, cwd=ctx.workdir)
     fin = await reap(proc, sig=None, timeout_s=ctx.args.timeout_s)
     own = last_json_line(log)
     if fin.returncode != 0 or not own:
         return {"kind": "decode limit", "status": "FAILED", "error": log_tail(log)}
-    ok = own["records"] == ctx.wl.n and own["poison"] == ctx.wl.malformed
+    ok = own["records"] == ctx.wl.n and own["poison"] == ctx.wl.malformed and own["events"] == ctx.wl.events
     return {
         "kind": "decode limit",
         "status": "OK" if ok else "FAILED",
@@ -385,7 +386,8 @@ async def run_decode_limit(ctx: Context) -> dict:
         "background_cores_before": background,
         **{k: own[k] for k in ("server_cpu_s", "machine_busy_cpu_s", "others_cpu_s", "others_cores")},
         "own": own,
-        "check": {"ok": ok, "poison": own["poison"], "expected_poison": ctx.wl.malformed},
+        "check": {"ok": ok, "poison": own["poison"], "expected_poison": ctx.wl.malformed,
+                  "events": own["events"], "expected_events": ctx.wl.events},
     }
 
 
@@ -444,7 +446,10 @@ def table(result: dict) -> str:
         elif r["kind"] == "database limit" and "rows" in r:
             notes = f"event-equivalent (N/time); {r['rows_per_s']:,.0f} final rows/s ({r['rows']:,} rows)"
         elif r["kind"] == "decode limit" and "own" in r:
-            notes = f"records/s, 1 core; orjson.loads alone {r['own']['orjson_loads_per_s']:,.0f}/s"
+            own = r["own"]
+            path = "native path" if own.get("native") else f"Python path ({own.get('native_unavailable') or 'native off'})"
+            notes = (f"records/s, 1 core, {path}: decode+collapse+rows, {own['native_declined_records']:,} declined; "
+                     f"pydantic decode alone {own['pydantic_records_per_s']:,.0f}/s, orjson.loads alone {own['orjson_loads_per_s']:,.0f}/s")
         if r.get("status") == "FAILED":
             notes = (r.get("error") or "; ".join(r.get("check", {}).get("problems", [])[:2]) or "tables differ")[:120]
         wall = r.get("seconds")
@@ -568,6 +573,9 @@ async def amain(args: argparse.Namespace) -> dict:
                                        "join included) until the committed offsets reach the log end",
             "database_limit": "events_per_s is event-equivalent: N / (BEGIN..COMMIT of COPY + upsert of the final rows); "
                               "rows_per_s is final rows / the same time; ratios use the event-equivalent",
+            "decode_limit": "events_per_s is records/s of consumer.batch.Preparer.prepare over every value as one part "
+                            "(the native path: decode, validate, collapse, rows), one core, no Kafka or database; "
+                            "own.pydantic_records_per_s: Contract.decode alone per value",
             "batch_latency": "the consumer's DEBUG line per batch: 'seconds' = dead-letter + database transaction "
                              "(decode excluded); cycle = time between consecutive batch lines",
             "peak_rss": "ru_maxrss of the child (= VmHWM), whole life",
@@ -735,7 +743,7 @@ def main(argv: list[str] | None = None) -> int:
         if prof.get("stages"):
             st = prof["stages"]["seconds"]
             loop_s = st.get("loop_run") or 1
-            for k in ("kafka_fetch", "decode", "sql_lock", "sql_upserts", "sql_offsets", "sql_tx", "kafka_commit", "dead_letter",
+            for k in ("kafka_fetch", "decode", "decode_native", "prepare", "sql_lock", "sql_upserts", "sql_offsets", "sql_tx", "kafka_commit", "dead_letter",
                       "gc_gen0", "gc_gen1", "gc_gen2"):
                 if k in st:
                     print(f"  {k:13s} {st[k]:8.2f} s  {st[k] / loop_s:6.1%} of the loop")
