@@ -17,6 +17,9 @@ from consumer.topics import ensure_dlq_topics
 from handlers.registry import Contract, build_registry
 
 GIL_SWITCH_INTERVAL_S = 0.0005
+# Dead letters keep their original bytes; compressed, a record that its producer compressed fits
+# the DLQ as it fit the source. zstd: cramjam's codec, cheaper on CPU than gzip.
+DLQ_COMPRESSION = "zstd"
 
 log = structlog.get_logger("consumer.app")
 
@@ -66,7 +69,7 @@ async def run(settings: Settings, registry: Contract | None = None) -> int:
     metrics = ConsumerMetrics(metrics_registry)
     async with Process(settings, registry, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow) as process:
         assert process.engine is not None
-        producer = process.client(build_producer(settings))
+        producer = process.client(build_producer(settings, compression_type=DLQ_COMPRESSION))
         consumer = process.client(build_group_consumer(settings))
         health = ConsumerHealth(engine=process.engine, stuck_after_s=settings.health_stuck_after_s)
         http = HttpServer(health, metrics_registry, settings.http_host, settings.http_port)
@@ -77,7 +80,11 @@ async def run(settings: Settings, registry: Contract | None = None) -> int:
             await _prepare_dlq_topics(settings)
             loop = ConsumerLoop(
                 consumer=consumer,
-                pipeline=build_pipeline(registry, process.engine, producer, settings.kafka_dlq_suffix, group_id=settings.kafka_group_id),
+                pipeline=build_pipeline(
+                    registry, process.engine, producer, settings.kafka_dlq_suffix, group_id=settings.kafka_group_id,
+                    dlq_blocked_after_s=settings.dlq_blocked_after_s,
+                    on_dead_letter_failure=lambda reason: metrics.dead_letter_failures.labels(reason).inc(),
+                ),
                 group_id=settings.kafka_group_id,
                 batch_max_records=settings.batch_max_records,
                 backoff=process.backoff,

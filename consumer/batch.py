@@ -32,6 +32,7 @@ class Record(Protocol):
 class PoisonRecord:
     record: Record
     poison: Poison
+    acked: bool = False  # the DLQ acknowledged it (a retry does not send it again)
 
 
 @dataclass(slots=True)
@@ -175,11 +176,11 @@ def deal_partitions(sizes: Mapping[TopicPartition, int], parts: int) -> list[lis
     return [sorted(group) for group in groups if group]
 
 
-def dead_letter_headers(item: PoisonRecord) -> list[tuple[str, bytes]]:
+def dead_letter_headers(item: PoisonRecord, error_type: str | None = None, message: str | None = None) -> list[tuple[str, bytes]]:
     r = item.record
     ours = [
-        ("x-error-type", item.poison.error_type),
-        ("x-error-message", item.poison.message),
+        ("x-error-type", error_type or item.poison.error_type),
+        ("x-error-message", (message or item.poison.message)[:1000]),
         ("x-original-topic", r.topic),
         ("x-original-partition", str(r.partition)),
         ("x-original-offset", str(r.offset)),

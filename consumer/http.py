@@ -181,6 +181,9 @@ class ConsumerHealth:
             return True, {"status": "starting"}
         age = self._clock() - self._loop.stats.last_progress_at
         body = {"seconds_since_progress": round(age, 3), "stuck_after_s": self._stuck_after_s}
+        blocked = self._loop.dead_letters_blocked()
+        if blocked:
+            return False, {"status": "dead letters blocked", "reason": blocked, **body}
         if age > self._stuck_after_s:
             return False, {"status": "stuck", **body}
         return True, {"status": "ok", **body}

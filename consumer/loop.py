@@ -25,7 +25,7 @@ from consumer.metrics import UNKNOWN_EVENT_TYPE, ConsumerMetrics
 from consumer.pipeline import Pipeline
 from consumer.tally import Tally
 from consumer.ports import GroupConsumer
-from consumer.retry import Backoff, is_transient_db_error, is_transient_kafka_error, retry_transient, short_error
+from consumer.retry import Backoff, is_retried_dead_letter_error, is_transient_db_error, is_transient_kafka_error, retry_transient, short_error
 from consumer.writer import StaleBatch, Written
 from handlers.apply import Outcomes
 
@@ -97,6 +97,9 @@ class ConsumerLoop:
         self._fallbacks_unlogged: Counter = Counter()
 
     # -- lifecycle -------------------------------------------------------------------------
+
+    def dead_letters_blocked(self) -> str | None:
+        return self._dead_letters.blocked() if self._dead_letters is not None else None
 
     def request_stop(self) -> None:
         if not self._stopping.is_set():
@@ -197,7 +200,7 @@ class ConsumerLoop:
         # The dead letters go out while the transactions run; every transaction awaits their acks
         # before its COMMIT, so a poison record is never behind a stored position without them.
         dead_letters = (
-            asyncio.ensure_future(self._retrying("dead-letter", lambda: self._dead_letter(poison), generation, is_transient_kafka_error))
+            asyncio.ensure_future(self._retrying("dead-letter", lambda: self._dead_letter(poison), generation, is_retried_dead_letter_error))
             if poison
             else None
         )
@@ -234,7 +237,11 @@ class ConsumerLoop:
 
     async def _write_part(self, part: Batch, generation: int, dead_letters: Awaitable[None] | None = None) -> Written:
         started = time.monotonic()
-        written = await self._retrying("apply", lambda: self._writer.write(part, dead_letters), generation, is_transient_db_error)
+        async def send_rejected(items: Sequence[PoisonRecord]) -> None:
+            # what the database refuses is dead-lettered inside the transaction, with the same retry as the rest
+            await self._retrying("dead-letter", lambda: self._dead_letter(items), generation, is_retried_dead_letter_error)
+
+        written = await self._retrying("apply", lambda: self._writer.write(part, dead_letters, send_rejected), generation, is_transient_db_error)
         self.stats.count(part, written)
         self.stats.dead_lettered += len(part.poison) + len(written.rejected)
         self.stats.last_progress_at = time.monotonic()

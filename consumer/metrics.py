@@ -61,6 +61,11 @@ class ConsumerMetrics:
             buckets=BATCH_SECONDS_BUCKETS,
         )
         self.db_retries = Counter("db_retries", "Transient database failures retried.", namespace=ns, registry=r)
+        self.dead_letter_failures = Counter(
+            "dead_letter_failures",
+            "Dead-letter sends that failed (retried), by reason; dead_letter_too_large: sent header-only.",
+            ["reason"], namespace=ns, registry=r,
+        )
         self.native_fallback = Counter(
             "native_fallback_records",
             "Records that left the native fast path, by reason (a check it leaves to pydantic, unavailable, unsupported, panic).",

@@ -248,7 +248,7 @@ class Replayer:
 
     async def _process(self, records: Mapping[Any, list]) -> None:
         from consumer.batch import Batch
-        from consumer.retry import is_transient_db_error, is_transient_kafka_error
+        from consumer.retry import is_retried_dead_letter_error, is_transient_db_error
         from consumer.writer import Written
         from handlers.apply import Outcomes
 
@@ -258,9 +258,9 @@ class Replayer:
         written = Written(Outcomes())
         if not self._dry_run:
             if batch.poison and self._dlq:
-                await self._retrying("dead-letter", lambda: self._dead_letters.send(batch.poison), is_transient_kafka_error)
+                await self._retrying("dead-letter", lambda: self._dead_letters.send(batch.poison), is_retried_dead_letter_error)
             if batch.labels:  # one label per event
-                transient = (lambda e: is_transient_db_error(e) or is_transient_kafka_error(e)) if self._dlq else is_transient_db_error
+                transient = (lambda e: is_transient_db_error(e) or is_retried_dead_letter_error(e)) if self._dlq else is_transient_db_error
                 written = await self._retrying("apply", lambda: self._writer.write(batch), transient)
         rejected = written.rejected
         s = self.stats
@@ -346,6 +346,7 @@ async def _offsets_at(consumer: Any, tps: list[Any], at: datetime) -> dict[Any, 
 
 async def replay(settings: Any, args: argparse.Namespace) -> int:
     from consumer.kafka_clients import build_plain_consumer, build_producer
+    from consumer.app import DLQ_COMPRESSION
     from consumer.pipeline import build_pipeline
     from consumer.process import Process
     from consumer.progress import make_progress, route_logs_through_current_stderr
@@ -356,7 +357,7 @@ async def replay(settings: Any, args: argparse.Namespace) -> int:
     mode = "dry-run" if args.dry_run else "apply"
     async with Process(settings, registry, pool_size=0 if args.dry_run else 2) as process:
         consumer = process.client(build_plain_consumer(settings))
-        producer = process.client(build_producer(settings)) if args.dlq else None
+        producer = process.client(build_producer(settings, compression_type=DLQ_COMPRESSION)) if args.dlq else None
         if process.engine is not None:
             await process.check_schema()
         for client, what in ((consumer, "consumer"), (producer, "producer")):

@@ -9,7 +9,17 @@ from typing import TypeVar
 
 import asyncpg
 import structlog
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.errors import (
+    ClusterAuthorizationFailedError,
+    CommitFailedError,
+    GroupAuthorizationFailedError,
+    IllegalStateError,
+    InvalidTopicError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    TopicAuthorizationFailedError,
+)
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 T = TypeVar("T")
@@ -61,10 +71,31 @@ def is_transient_db_error(exc: BaseException) -> bool:
     return cause is not None and cause is not exc and is_transient_db_error(cause)
 
 
+# Kafka errors no retry can mend: a record too large, a refused authorization, an invalid topic.
+PERMANENT_KAFKA_ERRORS = (
+    CommitFailedError,
+    IllegalStateError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    TopicAuthorizationFailedError,
+    ClusterAuthorizationFailedError,
+    GroupAuthorizationFailedError,
+    InvalidTopicError,
+)
+
+
 def is_transient_kafka_error(exc: BaseException) -> bool:
-    if isinstance(exc, (CommitFailedError, IllegalStateError)):
+    if isinstance(exc, PERMANENT_KAFKA_ERRORS):
         return False
     return isinstance(exc, (KafkaError, OSError, ConnectionError, TimeoutError))
+
+
+def is_retried_dead_letter_error(exc: BaseException) -> bool:
+    """A dead letter cannot be skipped (its record would be lost), so every broker error is
+    retried, the permanent ones too: an operator can grant the ACL or create the topic. Not in
+    silence: each failure is counted by reason and /healthz turns 503 after DLQ_BLOCKED_AFTER_S
+    (consumer.dead_letter). A record too large even compressed never gets here: it lands header-only."""
+    return isinstance(exc, (KafkaError, OSError, ConnectionError, TimeoutError)) and not isinstance(exc, (CommitFailedError, IllegalStateError))
 
 
 @dataclass(frozen=True, slots=True)

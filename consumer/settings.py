@@ -44,6 +44,7 @@ class Settings(BaseSettings):
     http_host: str = "0.0.0.0"
     http_port: int = Field(8000, ge=0, le=65535)
     health_stuck_after_s: float = Field(120.0, gt=0)
+    dlq_blocked_after_s: float = Field(300.0, gt=0)
 
     @field_validator("kafka_topics", mode="before")
     @classmethod

@@ -66,8 +66,11 @@ class BatchWriter:
         self._group_id = group_id
         self._send_dead_letters = send_dead_letters
 
-    async def write(self, batch: Batch, dead_letters: Awaitable[None] | None = None) -> Written:
-        """One transaction; `dead_letters` (the batch's DLQ sends) is awaited before its COMMIT."""
+    async def write(
+        self, batch: Batch, dead_letters: Awaitable[None] | None = None, send_dead_letters: SendDeadLetters | None = None
+    ) -> Written:
+        """One transaction; `dead_letters` (the batch's DLQ sends) is awaited before its COMMIT.
+        `send_dead_letters` (the caller's, with its retry policy) sends what the database refuses."""
         try:
             async with self._engine.begin() as conn:
                 await self._fence(conn, batch)
@@ -78,7 +81,7 @@ class BatchWriter:
             if is_transient_db_error(exc) or not is_data_error(exc):
                 raise
             log.warning("a record failed in the database; isolating it", error=short_error(exc), sqlstate=sqlstate_of(exc))
-        return await self._write_isolating(batch, dead_letters)
+        return await self._write_isolating(batch, dead_letters, send_dead_letters or self._send_dead_letters)
 
     async def stored_positions(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
         """The group's positions in the database for these partitions (those it has)."""
@@ -99,7 +102,7 @@ class BatchWriter:
         if dead_letters is not None:
             await asyncio.shield(dead_letters)  # shared by the parts: one's cancellation is not the others'
 
-    async def _write_isolating(self, batch: Batch, dead_letters: Awaitable[None] | None) -> Written:
+    async def _write_isolating(self, batch: Batch, dead_letters: Awaitable[None] | None, send: SendDeadLetters | None) -> Written:
         """Each event in its own savepoint; the refused ones dead-lettered before the COMMIT."""
         self._preparer.ensure_decoded(batch)
         async with self._engine.begin() as conn:
@@ -122,7 +125,7 @@ class BatchWriter:
                     outcomes.applied[label] += result.applied
                 if result.stale:
                     outcomes.stale[label] += result.stale
-            if rejected and self._send_dead_letters is not None:
-                await self._send_dead_letters(rejected)
+            if rejected and send is not None:
+                await send(rejected)
             await self._finish(conn, batch, dead_letters)
         return Written(outcomes, rejected)

@@ -42,6 +42,7 @@ def kcat_publish(
     messages: list[tuple[bytes | None, bytes]],
     headers: dict[str, str] | None = None,
     extra_args: tuple[str, ...] = (),
+    compression: str = "none",
 ) -> None:
     """Publishes with kcat (librdkafka), a client this project did not write. A None key is sent
     as a null key; headers, if given, go on every message."""
@@ -52,7 +53,7 @@ def kcat_publish(
         assert MSG_DELIM not in value and KEY_DELIM not in value, "test value uses a delimiter byte"
         payload += (value if key is None else key + KEY_DELIM + value) + MSG_DELIM
     proc = subprocess.run(
-        [kcat, "-P", "-b", bootstrap, "-t", topic, "-K", "\\x1f", "-D", "\\x1e", "-z", "none",
+        [kcat, "-P", "-b", bootstrap, "-t", topic, "-K", "\\x1f", "-D", "\\x1e", "-z", compression,
          "-X", "enable.idempotence=true", "-X", "topic.partitioner=murmur2_random",
          *[arg for k, v in (headers or {}).items() for arg in ("-H", f"{k}={v}")], *extra_args],
         input=bytes(payload),

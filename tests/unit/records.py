@@ -21,7 +21,7 @@ class FunctionWriter:
         self.fn = fn
         self.loop = loop  # set once the loop is built
 
-    async def write(self, batch, dead_letters=None):
+    async def write(self, batch, dead_letters=None, send_dead_letters=None):
         from consumer.writer import Written
         from handlers.apply import Outcomes
 

@@ -217,8 +217,10 @@ class Clock:
         return self.now
 
 
-def fake_loop(progress_at: float, stopping: bool = False):
-    return SimpleNamespace(stats=SimpleNamespace(last_progress_at=progress_at), stopping=stopping)
+def fake_loop(progress_at: float, stopping: bool = False, dead_letters_blocked: str | None = None):
+    return SimpleNamespace(
+        stats=SimpleNamespace(last_progress_at=progress_at), stopping=stopping, dead_letters_blocked=lambda: dead_letters_blocked
+    )
 
 
 def fake_consumer(*tps: TopicPartition):
@@ -249,6 +251,14 @@ async def test_liveness_follows_the_loops_progress(health_parts):
     assert not live and body["status"] == "stuck" and body["seconds_since_progress"] == 121
     loop.stats.last_progress_at = clock.now  # a poll returned
     assert health.liveness()[0] is True
+
+
+async def test_liveness_fails_with_the_reason_while_dead_letters_are_blocked(health_parts):
+    clock, _, health = health_parts
+    loop = fake_loop(progress_at=clock.now, dead_letters_blocked="dead-letter sends failing for 301s: TopicAuthorizationFailedError")
+    health.attach(loop, fake_consumer(TopicPartition("t", 0)))
+    live, body = health.liveness()
+    assert not live and body["status"] == "dead letters blocked" and "TopicAuthorizationFailedError" in body["reason"]
 
 
 async def test_ready_when_assigned_and_the_database_answers(health_parts):
