@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import copy
+import os
 import pickle
 import shutil
 import signal
@@ -29,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 from datetime import datetime
 from pathlib import Path
 
@@ -189,7 +191,8 @@ async def run_event_consumer(ctx: Context, label: str, *, profile: bool = False,
     # LOG_LEVEL=DEBUG: one line per batch, for the batch latencies
     env = consumer_env(ctx.services.bootstrap, db, ctx.topic_list, group, **{"LOG_LEVEL": "DEBUG", **extra})
     if tree is not None:
-        env["PYTHONPATH"] = str(tree)
+        native_site = tree / ".native-site"
+        env["PYTHONPATH"] = os.pathsep.join([str(native_site), str(tree)] if native_site.is_dir() else [str(tree)])
         migrated = subprocess.run([PY, "-m", "consumer", "migrate"], env=env, cwd=tree, capture_output=True, text=True)
         if migrated.returncode != 0:
             raise SystemExit(f"bench: migrating with {tree} failed: {migrated.stderr[-500:]}")
@@ -520,7 +523,23 @@ def checkout(rev: str, workdir: Path) -> dict:
     if added.returncode != 0:
         raise SystemExit(f"bench: --against {rev}: git worktree add failed: {added.stderr.strip()}")
     say(f"against: {rev} ({commit.stdout.strip()[:10]}) checked out in {tree}")
-    return {"tree": tree, "commit": commit.stdout.strip()}
+    native_site = build_native(tree)
+    return {"tree": tree, "commit": commit.stdout.strip(), "native_site": native_site}
+
+
+def build_native(tree: Path) -> Path | None:
+    """The other tree's own native extension (its API may differ from the one in .venv), built
+    into a folder that goes first on its PYTHONPATH; None if that tree has none."""
+    if not (tree / "native" / "Cargo.toml").is_file():
+        return None
+    wheels, site = tree / ".native-wheel", tree / ".native-site"
+    say(f"against: building {tree / 'native'} (cargo)")
+    built = subprocess.run([PY, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(tree / "native")], capture_output=True, text=True)
+    if built.returncode != 0:
+        raise SystemExit(f"bench: building the native extension of {tree} failed: {built.stderr[-800:]}")
+    for wheel in wheels.glob("*.whl"):
+        zipfile.ZipFile(wheel).extractall(site)
+    return site
 
 
 def paired(runs: list[dict], base_runs: list[dict]) -> tuple[list[float | None], float | None, int]:
