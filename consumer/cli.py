@@ -76,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     configure_logging(settings.log_level, settings.log_format)
     log = structlog.get_logger("consumer.cli")
+    for warning in settings.warnings():
+        log.warning(warning)
     try:
         return _dispatch(args, settings)
     except KeyboardInterrupt:

@@ -14,13 +14,17 @@ class SettingsError(Exception):
     """A missing or invalid setting; the message names the variable and never its secret value."""
 
 
+MAX_GROUP_ID = 255  # consumer_offsets.group_id is a VARCHAR(255)
+MAX_TOPIC_NAME = 249  # Kafka's limit on a topic name
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
     kafka_bootstrap_servers: str = "localhost:9092"
-    kafka_group_id: str = Field("event-consumer", min_length=1)
+    kafka_group_id: str = Field("event-consumer", min_length=1, max_length=MAX_GROUP_ID)
     kafka_topics: Annotated[list[str], NoDecode] = ["users", "orders"]
-    kafka_dlq_suffix: str = Field(".dlq", min_length=1)
+    kafka_dlq_suffix: str = Field(".dlq", min_length=1, pattern=r"^[a-zA-Z0-9._-]+$")
     kafka_client_id: str = "event-consumer"
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
@@ -66,6 +70,13 @@ class Settings(BaseSettings):
     @classmethod
     def _check_database_url(cls, value: SecretStr) -> SecretStr:
         # Error messages here must never echo the value: it holds the password.
+        raw = value.get_secret_value()
+        _, sep, rest = raw.partition("://")
+        authority = rest.split("?", 1)[0]
+        if sep and authority.count("@") > 1:
+            raise ValueError("has an unescaped '@' in its user or password: percent-encode it as %40")
+        if sep and "@" in authority and "/" in authority.rpartition("@")[0]:
+            raise ValueError("has an unescaped '/' in its user or password: percent-encode it as %2F")
         try:
             url = make_url(value.get_secret_value())
             port = url.port
@@ -104,6 +115,15 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _check_dlq_names(self) -> "Settings":
+        longest = max(self.kafka_topics, key=len)
+        if len(longest) + len(self.kafka_dlq_suffix) > MAX_TOPIC_NAME:
+            raise ValueError(
+                f"KAFKA_DLQ_SUFFIX makes the dead-letter topic of {longest[:40]!r} longer than Kafka's {MAX_TOPIC_NAME} characters"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _check_health(self) -> "Settings":
         # A batch that keeps retrying reports progress once per attempt, so the threshold must exceed the backoff cap.
         if self.health_stuck_after_s <= self.retry_max_s:
@@ -116,6 +136,13 @@ class Settings(BaseSettings):
         if self.write_concurrency >= self.db_pool_size + self.db_max_overflow:
             raise ValueError("WRITE_CONCURRENCY must be less than DB_POOL_SIZE + DB_MAX_OVERFLOW")
         return self
+
+    def warnings(self) -> list[str]:
+        """What works but should not be run so (logged at start-up by every command)."""
+        out = []
+        if self.kafka_security_protocol == "SASL_PLAINTEXT" and self.kafka_sasl_mechanism == "PLAIN":
+            out.append("KAFKA_SASL_MECHANISM=PLAIN over KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT sends the password in clear: use SASL_SSL or SCRAM")
+        return out
 
     def dlq_topic(self, topic: str) -> str:
         return f"{topic}{self.kafka_dlq_suffix}"

@@ -111,7 +111,9 @@ def _check(schema: dict, validators: set[str]) -> tuple:
             raise Unsupported("a literal of non-strings")
         return ("enum", list(schema["expected"]))
     if kind == "decimal":
-        _only(schema, {"ge", "le", "lt", "decimal_places", "max_digits", "allow_inf_nan"})
+        # max_digits is not in the set: pydantic counts digits after normalizing, leading zeros of
+        # a fraction included, in ways a plain count gets wrong both ways.
+        _only(schema, {"ge", "le", "lt", "decimal_places", "allow_inf_nan"})
         if schema.get("allow_inf_nan"):
             raise Unsupported("decimal allowing inf/nan")
         places = min(schema.get("decimal_places", MAX_PLACES), MAX_PLACES)
@@ -119,7 +121,7 @@ def _check(schema: dict, validators: set[str]) -> tuple:
         if lower is not None and lower < 0:
             lower = None  # negatives are declined anyway
         upper, inclusive = (schema["le"], True) if "le" in schema else (schema.get("lt", 10**15), False)
-        return ("decimal", places, schema.get("max_digits"), lower, min(_integral(upper), 10**15), inclusive)
+        return ("decimal", places, None, lower, min(_integral(upper), 10**15), inclusive)
     if kind == "datetime":
         _only(schema, {"tz_constraint", "microseconds_precision"})
         if schema.get("tz_constraint") != "aware":

@@ -76,7 +76,7 @@ enum Val {
     Int(i64),
     Bool(bool),
     Text(String),
-    Num(u64, u16), // unscaled, scale
+    Num(u128, u16), // unscaled, scale
     Ts(i64),       // microseconds since 2000-01-01T00:00:00Z
 }
 
@@ -179,7 +179,7 @@ fn val_for_check(check: &Check, v: &Bound<'_, PyAny>) -> PyResult<Val> {
         Check::Bool => Val::Bool(v.extract()?),
         Check::Text { .. } | Check::Email { .. } | Check::Enum(_) | Check::Uuid => Val::Text(v.extract()?),
         Check::Decimal { .. } => {
-            let (unscaled, scale): (u64, u16) = v.extract()?;
+            let (unscaled, scale): (u128, u16) = v.extract()?;
             Val::Num(unscaled, scale)
         }
         Check::Timestamp => Val::Ts(v.extract()?),
@@ -195,7 +195,7 @@ fn val_for_type(t: PgType, v: &Bound<'_, PyAny>) -> PyResult<Val> {
         PgType::Bool => Val::Bool(v.extract()?),
         PgType::Text => Val::Text(v.extract()?),
         PgType::Numeric => {
-            let (unscaled, scale): (u64, u16) = v.extract()?;
+            let (unscaled, scale): (u128, u16) = v.extract()?;
             Val::Num(unscaled, scale)
         }
         PgType::Timestamptz => Val::Ts(v.extract()?),
@@ -760,7 +760,7 @@ fn check(raw: &Raw, c: &Check, stored: bool) -> Result<Val, u8> {
             if !(above && below && digits_ok) {
                 return Err(R_DECIMAL);
             }
-            Ok(Val::Num(unscaled, scale))
+            Ok(Val::Num(unscaled as u128, scale))
         }
         Check::Timestamp => {
             let Raw::Str(s) = raw else { return Err(R_TIMESTAMP) };
@@ -798,8 +798,26 @@ fn event_from(spec: &Spec, kind: usize, values: Vec<Val>) -> Event {
     Event { kind, id: int_of(&values[t.id]), version: int_of(&values[t.version]), occurred: int_of(&values[t.occurred]), values }
 }
 
+/// pydantic's JSON parser refuses a number with more than 4300 digits before its point (Python's
+/// int conversion limit); serde reads it. Any run of that many digits is left to pydantic.
+const MAX_DIGIT_RUN: usize = 4300;
+
+fn has_long_digit_run(value: &[u8]) -> bool {
+    let mut run = 0;
+    for c in value {
+        run = if c.is_ascii_digit() { run + 1 } else { 0 };
+        if run > MAX_DIGIT_RUN {
+            return true;
+        }
+    }
+    false
+}
+
 fn decode(spec: &Spec, value: &[u8]) -> Result<Event, u8> {
     let text = std::str::from_utf8(value).map_err(|_| R_UTF8)?;
+    if value.len() > MAX_DIGIT_RUN && has_long_digit_run(value) {
+        return Err(R_JSON);
+    }
     let mut de = serde_json::Deserializer::from_str(text);
     let p = TopSeed(spec).deserialize(&mut de).map_err(|_| R_JSON)?;
     de.end().map_err(|_| R_JSON)?;
@@ -909,24 +927,29 @@ impl CopyRows {
         self.0.extend_from_slice(&1i32.to_be_bytes());
         self.0.push(b as u8);
     }
-    /// numeric of unscaled / 10^scale (scale <= 4): base-10000 digits, the fraction in one group
-    fn numeric(&mut self, unscaled: u64, scale: u16) {
-        let (mut int_part, fraction) = if scale == 0 {
-            (unscaled, None)
+    /// numeric of unscaled / 10^scale: base-10000 digit groups around the decimal point, zero
+    /// groups at both ends dropped, the display scale kept (as the Decimal pydantic gives)
+    fn numeric(&mut self, unscaled: u128, scale: u16) {
+        let text = unscaled.to_string();
+        let scale = scale as usize;
+        let (int_digits, frac_digits) = if text.len() > scale {
+            (text[..text.len() - scale].trim_start_matches('0').to_string(), text[text.len() - scale..].to_string())
         } else {
-            let x = unscaled as u128 * 10u128.pow(4 - scale as u32);
-            ((x / 10_000) as u64, Some((x % 10_000) as i16))
+            (String::new(), format!("{text:0>scale$}"))
         };
-        let mut digits: Vec<i16> = Vec::with_capacity(6);
-        while int_part > 0 {
-            digits.push((int_part % 10_000) as i16);
-            int_part /= 10_000;
-        }
-        digits.reverse();
+        let group = |chunk: &[u8]| chunk.iter().fold(0i16, |acc, c| acc * 10 + (c - b'0') as i16);
+        let padded_int = format!("{}{int_digits}", "0".repeat((4 - int_digits.len() % 4) % 4));
+        let mut digits: Vec<i16> = padded_int.as_bytes().chunks(4).map(group).collect();
         let mut weight = digits.len() as i16 - 1;
-        digits.extend(fraction);
-        if digits.iter().all(|d| *d == 0) {
-            digits.clear();
+        let padded_frac = format!("{frac_digits}{}", "0".repeat((4 - frac_digits.len() % 4) % 4));
+        digits.extend(padded_frac.as_bytes().chunks(4).map(group));
+        let leading = digits.iter().take_while(|d| **d == 0).count();
+        digits.drain(..leading);
+        weight -= leading as i16;
+        while digits.last() == Some(&0) {
+            digits.pop();
+        }
+        if digits.is_empty() {
             weight = 0;
         }
         self.0.extend_from_slice(&(8 + 2 * digits.len() as i32).to_be_bytes());

@@ -1158,13 +1158,21 @@ SCALES = Projection(
 
 @pytest.mark.parametrize(("weight", "ratio"), [("999.999", "0"), ("1000", "0"), ("1000.0", "0"), ("100.5", "0"), ("0.001", "0"),
                                                ("1", "0.05"), ("1", "0.005"), ("1", "9.9"), ("1", "99"), ("1", "100"), ("1", '"0.50"')])
-def test_decimal_digit_limits_are_pydantics(weight, ratio):
-    """max_digits is among the checks the descriptor hands to the native path; pydantic counts the
-    digits of the normalized value, the leading zeros of a fraction among them, and with
-    decimal_places also the digits before the point (max_digits - decimal_places)."""
+def test_max_digits_leaves_its_aggregate_to_pydantic(weight, ratio):
+    """max_digits is not among the native checks (pydantic counts the digits of the normalized
+    value, the leading zeros of a fraction among them, and with decimal_places also the digits
+    before the point): a model that uses it makes its aggregate Python-only, every record counted,
+    and the part's result is pydantic's."""
     contract = build_registry([SCALES], expected=None)
     path = NativePath(contract)
-    assert path.description.unsupported == {}
+    assert "max_digits" in path.description.unsupported["scale.set"]
     value = (f'{{"event_id": "{EVENT_ID}", "event_type": "scale.set", "occurred_at": "2026-01-02T03:04:05Z", "version": 1, '
              f'"data": {{"id": 1, "weight": {weight}, "ratio": {ratio}}}}}').encode()
-    check_native(value, path, contract)
+    assert path.compiled.decode(value) == (None, "event_type")
+    tp = TopicPartition("scales", 0)
+    records = {tp: _records("scales", 0, [value])}
+    [batch] = Preparer(contract).prepare(records)
+    [reference] = Preparer(contract, native=False).prepare(records)
+    valid = not isinstance(contract.decode(value), (Poison, Tombstone))
+    assert batch.fallbacks == ({"unsupported": 1} if valid else {})
+    assert batch.labels == reference.labels and len(batch.poison) == len(reference.poison)

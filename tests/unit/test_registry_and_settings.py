@@ -284,6 +284,59 @@ def test_password_with_at_and_colon_never_appears_in_the_error(env):
     assert "hunter2" not in message
 
 
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        (f"postgresql+asyncpg://app:p@{SECRET}@db.internal:5432/events", "unescaped '@'"),
+        (f"postgresql+asyncpg://app:p/{SECRET}@db.internal:5432/events", "unescaped '/'"),
+        (f"postgresql+asyncpg://app@x:{SECRET}@db/events", "unescaped '@'"),
+    ],
+)
+def test_an_unescaped_at_or_slash_in_the_password_is_refused_without_echoing_it(env, url, says):
+    env.setenv("DATABASE_URL", url)
+    message = load_error()
+    assert "DATABASE_URL" in message and says in message
+    assert "hunter2" not in message and "secret" not in message
+
+
+def test_percent_encoded_at_and_slash_are_fine(env):
+    env.setenv("DATABASE_URL", "postgresql+asyncpg://app:p%40s%2Fs@db.internal:5432/events")
+    assert load_settings().database_url.get_secret_value().endswith("@db.internal:5432/events")
+
+
+def test_a_group_id_longer_than_the_offsets_column_is_refused(env):
+    env.setenv("KAFKA_GROUP_ID", "g" * 256)
+    assert "KAFKA_GROUP_ID" in load_error()
+    env.setenv("KAFKA_GROUP_ID", "g" * 255)
+    assert load_settings().kafka_group_id == "g" * 255
+
+
+@pytest.mark.parametrize("suffix", ["!dlq", ".d l q", "/dlq", ".dlq\n"])
+def test_a_dlq_suffix_kafka_cannot_name_a_topic_with_is_refused(env, suffix):
+    env.setenv("KAFKA_DLQ_SUFFIX", suffix)
+    assert "KAFKA_DLQ_SUFFIX" in load_error()
+
+
+def test_a_dlq_suffix_that_makes_a_topic_name_too_long_is_refused(env):
+    env.setenv("KAFKA_TOPICS", "users," + "o" * 240)
+    env.setenv("KAFKA_DLQ_SUFFIX", ".dead-letters")
+    message = load_error()
+    assert "KAFKA_DLQ_SUFFIX" in message and "249" in message
+    env.setenv("KAFKA_DLQ_SUFFIX", ".dlq")
+    assert load_settings().dlq_topic("o" * 240) == "o" * 240 + ".dlq"
+
+
+def test_sasl_plain_over_plaintext_is_warned_about(env):
+    env.setenv("KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT")
+    env.setenv("KAFKA_SASL_MECHANISM", "PLAIN")
+    env.setenv("KAFKA_SASL_USERNAME", "u")
+    env.setenv("KAFKA_SASL_PASSWORD", SECRET)
+    [warning] = load_settings().warnings()
+    assert "in clear" in warning and SECRET not in warning
+    env.setenv("KAFKA_SASL_MECHANISM", "SCRAM-SHA-256")
+    assert load_settings().warnings() == []
+
+
 def test_password_of_a_valid_url_never_appears_in_repr_or_str(env):
     env.setenv("DATABASE_URL", f"postgresql+asyncpg://u:{SECRET}@h:5432/db")
     s = load_settings()
