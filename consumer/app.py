@@ -72,7 +72,7 @@ async def run(settings: Settings, registry: Contract | None = None) -> int:
         producer = process.client(build_producer(settings, compression_type=DLQ_COMPRESSION))
         consumer = process.client(build_group_consumer(settings))
         health = ConsumerHealth(engine=process.engine, stuck_after_s=settings.health_stuck_after_s)
-        http = HttpServer(health, metrics_registry, settings.http_host, settings.http_port)
+        http = HttpServer(health, metrics_registry, settings.http_host, settings.http_port, settings.http_max_connections)
         try:
             await _start_http(http, settings)
             await process.check_schema()

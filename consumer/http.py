@@ -1,7 +1,13 @@
 """The operational HTTP endpoint of `event-consumer run`: /healthz, /readyz, /metrics.
 
-A deliberately tiny HTTP/1.1 server on asyncio.start_server (no web framework): one request per
-connection, GET or HEAD, answered with Content-Length and `Connection: close`.
+A deliberately tiny HTTP/1.1 server on asyncio.start_server: one request per connection, GET or
+HEAD, answered with Content-Length and `Connection: close`. Hand-written rather than aiohttp for its
+bounds: aiohttp caps a header line but neither the connections nor the request head as a whole,
+and a probe must get through while stalled clients hold sockets. Here a request head is at most
+MAX_HEAD_BYTES, read within REQUEST_TIMEOUT_S, written within WRITE_TIMEOUT_S, and at most
+`max_connections` are open: at the cap, the oldest connection still sending its head is dropped to
+admit the new one (slow-loris clients cannot lock a probe out), counted in
+event_consumer_http_connections_dropped_total.
 
 - /healthz (liveness): 200 while the loop shows signs of life (getmany returned, a batch committed,
   or a retry attempt began) within HEALTH_STUCK_AFTER_S; 503 when it is stuck. Waiting for a down
@@ -19,7 +25,7 @@ from typing import Any, Protocol
 
 import orjson
 import structlog
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.exposition import choose_encoder
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -27,7 +33,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 log = structlog.get_logger("consumer.http")
 
 REQUEST_TIMEOUT_S = 5.0  # to read the request line and headers
-MAX_REQUEST_LINE = 8192
+WRITE_TIMEOUT_S = 5.0
+MAX_HEAD_BYTES = 16 * 1024  # request line and headers together
 MAX_HEADERS = 100
 DB_CHECK_TIMEOUT_S = 2.0
 DB_CHECK_CACHE_S = 1.0  # probes arriving together share one SELECT 1
@@ -43,13 +50,21 @@ class HealthSource(Protocol):
 
 
 class HttpServer:
-    def __init__(self, health: HealthSource, registry: CollectorRegistry, host: str = "0.0.0.0", port: int = 8000) -> None:
+    def __init__(
+        self, health: HealthSource, registry: CollectorRegistry, host: str = "0.0.0.0", port: int = 8000, max_connections: int = 64
+    ) -> None:
         self._health = health
         self._registry = registry
         self._host = host
         self._port = port
+        self._max_connections = max_connections
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task] = set()
+        self._reading: dict[asyncio.Task, None] = {}  # connections still sending their head, oldest first
+        self._dropped = Counter(
+            "http_connections_dropped", "HTTP connections closed unanswered to stay under HTTP_MAX_CONNECTIONS.",
+            namespace="event_consumer", registry=registry,
+        )
 
     @property
     def port(self) -> int:
@@ -60,7 +75,7 @@ class HttpServer:
 
     async def start(self) -> None:
         """Raises OSError when the address cannot be bound (port in use, bad host)."""
-        self._server = await asyncio.start_server(self._on_connection, self._host, self._port, limit=MAX_REQUEST_LINE)
+        self._server = await asyncio.start_server(self._on_connection, self._host, self._port, limit=MAX_HEAD_BYTES)
 
     async def stop(self) -> None:
         if self._server is None:
@@ -76,15 +91,27 @@ class HttpServer:
     async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
+        if len(self._connections) >= self._max_connections:
+            if not self._reading:  # every slot is answering: this one waits for none
+                self._dropped.inc()
+                writer.transport.abort()
+                return
+            oldest = next(iter(self._reading))
+            self._reading.pop(oldest)
+            self._connections.discard(oldest)
+            oldest.cancel()
+            self._dropped.inc()
         self._connections.add(task)
+        self._reading[task] = None
         try:
             await self._serve(reader, writer)
-        except (ConnectionError, asyncio.CancelledError):
+        except (ConnectionError, asyncio.CancelledError, TimeoutError):
             pass
         except Exception:  # noqa: BLE001 - one bad request must never take the server down
             log.exception("http request failed")
         finally:
             self._connections.discard(task)
+            self._reading.pop(task, None)
             writer.close()
             try:
                 await writer.wait_closed()
@@ -97,18 +124,24 @@ class HttpServer:
                 request_line = await reader.readline()
                 if not request_line:
                     return  # connected and closed without a request (a TCP probe)
+                size = len(request_line)
                 headers: dict[str, str] = {}
                 for _ in range(MAX_HEADERS):
                     line = await reader.readline()
+                    size += len(line)
+                    if size > MAX_HEAD_BYTES:
+                        raise ValueError("request head too large")
                     if line in (b"\r\n", b"\n", b""):
                         break
                     name, _, value = line.decode("latin-1").partition(":")
                     headers[name.strip().lower()] = value.strip()
                 else:
                     raise ValueError("too many headers")
-        except (TimeoutError, ValueError):  # ValueError: a line longer than MAX_REQUEST_LINE
+        except (TimeoutError, ValueError):  # ValueError also: a line longer than the reader's limit
+            self._reading.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
             await _respond(writer, 400, b"bad request\n", "text/plain; charset=utf-8")
             return
+        self._reading.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
         parts = request_line.decode("latin-1").split()
         if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
             await _respond(writer, 400, b"bad request\n", "text/plain; charset=utf-8")
@@ -154,7 +187,8 @@ async def _respond(
         *(f"{name}: {value}" for name, value in extra),
     ]
     writer.write(("\r\n".join(headers) + "\r\n\r\n").encode("latin-1") + (b"" if head else body))
-    await writer.drain()
+    async with asyncio.timeout(WRITE_TIMEOUT_S):
+        await writer.drain()
 
 
 class ConsumerHealth:

@@ -47,6 +47,7 @@ class Settings(BaseSettings):
     log_format: Literal["json", "console"] = "json"
     http_host: str = "0.0.0.0"
     http_port: int = Field(8000, ge=0, le=65535)
+    http_max_connections: int = Field(64, ge=2, le=10_000)
     health_stuck_after_s: float = Field(120.0, gt=0)
     dlq_blocked_after_s: float = Field(300.0, gt=0)
 

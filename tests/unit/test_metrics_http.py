@@ -152,10 +152,36 @@ async def test_other_methods_are_405(served):
     assert r.headers["allow"] == "GET, HEAD"
 
 
-@pytest.mark.parametrize("raw", [b"nonsense\r\n\r\n", b"GET /healthz\r\n\r\n", b"GET /healthz SPDY/3\r\n\r\n", b"GET /" + b"x" * 10_000 + b" HTTP/1.1\r\n\r\n"])
+@pytest.mark.parametrize("raw", [b"nonsense\r\n\r\n", b"GET /healthz\r\n\r\n", b"GET /healthz SPDY/3\r\n\r\n", b"GET /" + b"x" * 20_000 + b" HTTP/1.1\r\n\r\n",
+                                 b"GET /healthz HTTP/1.1\r\n" + b"".join(b"X-Pad-%d: %s\r\n" % (i, b"a" * 1000) for i in range(17)) + b"\r\n"])
 async def test_malformed_requests_are_400(served, raw):
     r = await request(served.port, raw)
     assert r.status == 400
+
+
+async def test_at_the_connection_cap_the_oldest_stalled_client_makes_room(served):
+    cap = 4
+    server = HttpServer(FakeHealth(), CollectorRegistry(), host="127.0.0.1", port=0, max_connections=cap)
+    await server.start()
+    stalled = []
+    try:
+        for _ in range(cap * 3):  # each sends half a request head and waits
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(b"GET /healthz HTTP/1.1\r\nX-Slow: ")
+            await writer.drain()
+            stalled.append((reader, writer))
+            await asyncio.sleep(0.01)
+        r = await asyncio.wait_for(get(server.port, "/healthz"), timeout=1)
+        assert r.status == 200
+        dropped = server._registry.get_sample_value("event_consumer_http_connections_dropped_total")
+        assert dropped is not None and dropped >= cap * 2
+        assert len(server._connections) <= cap
+        # the first ones were closed unanswered; the newest stalled one is still open
+        assert await asyncio.wait_for(stalled[0][0].read(), timeout=1) == b""
+    finally:
+        for _, writer in stalled:
+            writer.transport.abort()
+        await server.stop()
 
 
 async def test_a_client_that_connects_and_leaves_does_not_hurt(served):
