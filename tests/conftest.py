@@ -2,6 +2,7 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 
 import asyncpg
 import pytest
@@ -28,25 +29,34 @@ def _plain_dsn(url: str, database: str | None = None) -> str:
     return u.render_as_string(hide_password=False)
 
 
+@asynccontextmanager
+async def fresh_database(server_url: str, prefix: str = "ec_test", create_options: str = "") -> AsyncIterator[str]:
+    """A new database on the server, migrated to head, dropped afterwards: its URL."""
+    from database.migrate import upgrade
+
+    name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    admin = await asyncpg.connect(_plain_dsn(server_url))
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}" {create_options}')
+    finally:
+        await admin.close()
+    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    await asyncio.to_thread(upgrade, url)
+    try:
+        yield url
+    finally:
+        admin = await asyncpg.connect(_plain_dsn(server_url))
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
 @pytest.fixture(scope="session")
 async def database_url(services: Services) -> AsyncIterator[str]:
     """A fresh database for this test session on the given server, migrated to head."""
-    from database.migrate import upgrade
-
-    name = f"ec_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    admin = await asyncpg.connect(_plain_dsn(services.database_url))
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    url = make_url(services.database_url).set(database=name).render_as_string(hide_password=False)
-    await asyncio.to_thread(upgrade, url)
-    yield url
-    admin = await asyncpg.connect(_plain_dsn(services.database_url))
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    async with fresh_database(services.database_url) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -3,23 +3,19 @@ event becomes a `database_error` dead letter and the rest of the part applies, w
 comes from SQLAlchemy's statements (a CHECK constraint on the upsert) or from the native path's
 COPY through the driver (a character a LATIN1 database cannot hold: asyncpg's own error)."""
 
-import asyncio
 import json
 import uuid
 
-import asyncpg
 import pytest
 from aiokafka import TopicPartition
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 
 from consumer.batch import Preparer
 from consumer.writer import BatchWriter
 from database.engine import make_engine
-from database.migrate import upgrade
 from handlers.native import install_batch_tables
 from handlers.registry import build_registry
-from tests.conftest import _plain_dsn
+from tests.conftest import fresh_database
 from tests.unit.records import Rec
 
 TP = TopicPartition("users", 0)
@@ -37,20 +33,8 @@ def records(names: list[str]) -> dict:
 
 @pytest.fixture(scope="module")
 async def latin1_url(services):
-    name = f"ec_latin1_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(_plain_dsn(services.database_url))
-    try:
-        await admin.execute(f"CREATE DATABASE \"{name}\" ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0")
-    finally:
-        await admin.close()
-    url = make_url(services.database_url).set(database=name).render_as_string(hide_password=False)
-    await asyncio.to_thread(upgrade, url)
-    yield url
-    admin = await asyncpg.connect(_plain_dsn(services.database_url))
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    async with fresh_database(services.database_url, "ec_latin1", "ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0") as url:
+        yield url
 
 
 async def write(url: str, native: bool, names: list[str]):
