@@ -28,7 +28,7 @@ async def _prepare_dlq_topics(settings: Settings) -> None:
     admin = build_admin(settings)
     try:
         await admin.start()
-        await ensure_dlq_topics(admin, settings.kafka_topics, settings.kafka_dlq_suffix)
+        await ensure_dlq_topics(admin, settings.kafka_topics, settings.kafka_dlq_suffix, settings.dlq_retention_ms)
     except Exception as exc:  # noqa: BLE001 - without rights to create topics, the DLQ write retries
         log.warning("could not check or create the dead-letter topics", error=f"{type(exc).__name__}: {exc}")
     finally:
@@ -71,7 +71,9 @@ async def run(settings: Settings, registry: Contract | None = None) -> int:
         assert process.engine is not None
         producer = process.client(build_producer(settings, compression_type=DLQ_COMPRESSION))
         consumer = process.client(build_group_consumer(settings))
-        health = ConsumerHealth(engine=process.engine, stuck_after_s=settings.health_stuck_after_s)
+        health = ConsumerHealth(
+            engine=process.engine, stuck_after_s=settings.health_stuck_after_s, requires_partitions=settings.ready_requires_partitions
+        )
         http = HttpServer(health, metrics_registry, settings.http_host, settings.http_port, settings.http_max_connections)
         try:
             await _start_http(http, settings)

@@ -12,8 +12,9 @@ event_consumer_http_connections_dropped_total.
 - /healthz (liveness): 200 while the loop shows signs of life (getmany returned, a batch committed,
   or a retry attempt began) within HEALTH_STUCK_AFTER_S; 503 when it is stuck. Waiting for a down
   database or broker is not stuck: restarting would not help, and /readyz reports it.
-- /readyz (readiness): 200 when partitions are assigned and the database answers SELECT 1 within
-  a short timeout; otherwise 503 with a JSON body listing the reasons.
+- /readyz (readiness): 200 when the loop runs and the database answers SELECT 1 within a short
+  timeout (with READY_REQUIRES_PARTITIONS, also only once partitions are assigned); otherwise 503
+  with a JSON body listing the reasons. The body always says how many partitions are assigned.
 - /metrics: the registry it is given, in the Prometheus text format (or OpenMetrics when the
   scraper's Accept header asks for it, as prometheus_client's own server does).
 """
@@ -195,9 +196,14 @@ class ConsumerHealth:
     """The health source of `run`. Before attach() (start-up: waiting for the database schema and
     the broker) it is live and not ready; after the loop stops it is not ready."""
 
-    def __init__(self, *, engine: AsyncEngine, stuck_after_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, *, engine: AsyncEngine, stuck_after_s: float, requires_partitions: bool = False, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._engine = engine
         self._stuck_after_s = stuck_after_s
+        # A consumer pod takes no traffic: readiness only gates rollouts, and with as many pods as
+        # partitions (or a surge pod) some member gets none; requiring them would stall the rollout.
+        self._requires_partitions = requires_partitions
         self._clock = clock
         self._loop: Any = None  # consumer.loop.ConsumerLoop
         self._consumer: Any = None  # has assignment()
@@ -234,7 +240,7 @@ class ConsumerHealth:
             if not live:
                 reasons.append(f"consumer loop stuck: no progress for more than {self._stuck_after_s:g}s")
             partitions = len(self._consumer.assignment())
-            if not partitions:
+            if not partitions and self._requires_partitions:
                 reasons.append("no partitions assigned")
         db_problem = await self._database_problem()
         if db_problem:

@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     http_max_connections: int = Field(64, ge=2, le=10_000)
     health_stuck_after_s: float = Field(120.0, gt=0)
     dlq_blocked_after_s: float = Field(300.0, gt=0)
+    dlq_retention_ms: int = Field(30 * 24 * 3600 * 1000, ge=-1)
+    ready_requires_partitions: bool = False
 
     @field_validator("kafka_topics", mode="before")
     @classmethod

@@ -21,8 +21,9 @@ async def topic_max_message_bytes(admin: AIOKafkaAdminClient, topic: str) -> int
     return None
 
 
-async def ensure_dlq_topics(admin: AIOKafkaAdminClient, topics: list[str], suffix: str) -> list[str]:
-    """Returns the DLQ topics it created."""
+async def ensure_dlq_topics(admin: AIOKafkaAdminClient, topics: list[str], suffix: str, retention_ms: int | None = None) -> list[str]:
+    """Returns the DLQ topics it created, with `retention_ms` (-1: kept forever) rather than the
+    broker's default (7 days): unread poison must not quietly expire."""
     existing = set(await admin.list_topics())
     created = []
     for topic in topics:
@@ -32,7 +33,7 @@ async def ensure_dlq_topics(admin: AIOKafkaAdminClient, topics: list[str], suffi
         (meta,) = await admin.describe_topics([topic])
         partitions = meta["partitions"]
         replication = len(partitions[0]["replicas"]) if partitions else 1
-        configs = {}
+        configs = {} if retention_ms is None else {"retention.ms": str(retention_ms)}
         source_max = await topic_max_message_bytes(admin, topic)
         if source_max:
             configs["max.message.bytes"] = str(source_max + DLQ_HEADROOM_BYTES)

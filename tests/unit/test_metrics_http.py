@@ -294,11 +294,18 @@ async def test_ready_when_assigned_and_the_database_answers(health_parts):
     assert engine.queries == 1
 
 
-async def test_not_ready_without_partitions(health_parts):
+async def test_ready_without_partitions_by_default(health_parts):
     clock, _, health = health_parts
     health.attach(fake_loop(clock.now), fake_consumer())
+    assert await health.readiness() == (True, {"status": "ready", "partitions": 0})
+
+
+async def test_not_ready_without_partitions_when_required(health_parts):
+    clock, engine, _ = health_parts
+    health = ConsumerHealth(engine=engine, stuck_after_s=120, requires_partitions=True, clock=clock)  # type: ignore[arg-type]
+    health.attach(fake_loop(clock.now), fake_consumer())
     ready, body = await health.readiness()
-    assert not ready and body["reasons"] == ["no partitions assigned"]
+    assert not ready and body["reasons"] == ["no partitions assigned"] and body["partitions"] == 0
 
 
 async def test_not_ready_when_the_database_does_not_answer(health_parts):
