@@ -13,8 +13,31 @@ from consumer.settings import Settings, SettingsError, load_settings
 EXIT_CONFIG = 2
 
 
+EPILOG = """\
+configuration: environment variables, then a .env file in the working directory
+(.env.example lists every one with its default); `event-consumer check` prints what is in effect.
+exit codes: 0 done; 1 failed (the log says why); 2 bad arguments, settings or input file;
+128+N stopped by signal N (replay)."""
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    from importlib.util import find_spec
+
+    try:
+        package = version("event-consumer")
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        package = "unknown"
+    native = "built" if find_spec("ec_native") is not None else "not built (the Python path runs)"
+    return f"event-consumer {package} (native fast path: {native})"
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="event-consumer", description="Kafka user/order events -> PostgreSQL read model.")
+    parser = argparse.ArgumentParser(
+        prog="event-consumer", description="Kafka user/order events -> PostgreSQL read model.", epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("migrate", help="upgrade the database schema to head")
     sub.add_parser("run", help="run the consumer until SIGTERM/SIGINT")
@@ -70,7 +93,12 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write(document)
         return 0
     try:
-        settings = load_settings()
+        if args.command == "publish":  # a producer's machine: Kafka settings only, no DATABASE_URL needed
+            from consumer.publisher import load_publisher_settings
+
+            settings = load_publisher_settings()
+        else:
+            settings = load_settings()
     except SettingsError as exc:
         print(f"event-consumer: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -119,7 +147,12 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             return EXIT_CONFIG
         if args.file == "-":
             return asyncio.run(publish_file(settings, args.topic, sys.stdin.buffer))
-        with Path(args.file).open("rb") as fh:
+        try:
+            fh = Path(args.file).open("rb")
+        except OSError as exc:
+            print(f"event-consumer publish: cannot read {args.file}: {exc.strerror or exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        with fh:
             return asyncio.run(publish_file(settings, args.topic, fh))
     if args.command == "offsets":
         from consumer.offsets_admin import main as offsets_main

@@ -20,10 +20,10 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import RecordMetadata
-from pydantic import BaseModel, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, SecretStr, field_validator
 
 from consumer.kafka_clients import build_producer
-from consumer.settings import Settings, SettingsError
+from consumer.settings import Settings, load_settings
 from handlers.events import EVENT_TYPES, Event, event_adapter
 
 CHUNK = 5000  # sends in flight before publish_many awaits their acks
@@ -175,11 +175,4 @@ class PublisherSettings(Settings):
 
 def load_publisher_settings(**overrides: object) -> PublisherSettings:
     """PublisherSettings from the environment; SettingsError names the variable, never a secret."""
-    try:
-        return PublisherSettings(**overrides)  # type: ignore[arg-type]
-    except ValidationError as exc:
-        problems = []
-        for error in exc.errors(include_url=False, include_input=False):
-            message = error["msg"].removeprefix("Value error, ")
-            problems.append(f"{str(error['loc'][0]).upper()} {message}" if error["loc"] else message)
-        raise SettingsError("invalid configuration: " + "; ".join(problems)) from None
+    return load_settings(PublisherSettings, **overrides)  # type: ignore[return-value]

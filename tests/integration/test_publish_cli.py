@@ -64,3 +64,32 @@ def test_publish_file_without_topic_exits_2(consumer_env, tmp_path):
     result = _publish(consumer_env, str(path))
     assert result.returncode == 2
     assert b"--topic" in result.stderr
+
+
+async def test_publish_needs_only_kafka_settings(kafka, topics, consumer_env):
+    env = {k: v for k, v in consumer_env.items() if k != "DATABASE_URL"}
+    result = _publish(env, "--generate", "200", "--seed", "5")
+    assert result.returncode == 0, result.stderr
+    assert len(await kafka.read_all(topics.users)) + len(await kafka.read_all(topics.orders)) == 200
+
+
+async def test_the_readmes_example_file_publishes(kafka, topics, consumer_env):
+    from tests.unit.test_contract_files import ROOT
+
+    result = _publish(consumer_env, "--topic", topics.users, str(ROOT / "examples" / "events.ndjson"))
+    assert result.returncode == 0, result.stderr
+    lines = (ROOT / "examples" / "events.ndjson").read_bytes().splitlines()
+    assert sorted(r.value for r in await kafka.read_all(topics.users)) == sorted(lines)
+
+
+def test_a_missing_input_file_exits_2_naming_it(consumer_env, tmp_path):
+    missing = tmp_path / "no-such-events.ndjson"
+    result = _publish(consumer_env, "--topic", "users", str(missing))
+    assert result.returncode == 2
+    assert str(missing).encode() in result.stderr and b"database" not in result.stderr
+
+
+def test_version_names_the_package_and_the_native_path():
+    result = subprocess.run([sys.executable, "-m", "consumer", "--version"], capture_output=True, timeout=60)
+    assert result.returncode == 0
+    assert result.stdout.decode().startswith("event-consumer 0.1.0 (native fast path: built)")
