@@ -93,6 +93,7 @@ async def run(settings: Settings, registry: Contract | None = None) -> int:
                 shutdown_timeout_s=settings.shutdown_timeout_s,
                 write_concurrency=settings.write_concurrency,
                 metrics=metrics,
+                lag_refresh_s=settings.lag_refresh_s,
             )
             process.on_signal.append(loop.request_stop)
             if process.stop.is_set():

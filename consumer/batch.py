@@ -50,6 +50,7 @@ class Batch:
     sources: list[tuple[TopicPartition, Sequence[Record]]] | None = None
 
     fallbacks: Counter = field(default_factory=Counter)  # records off the native path, per reason
+    last_timestamps: dict[TopicPartition, int | None] = field(default_factory=dict)  # ms, of each partition's last record
 
     @property
     def partitions(self) -> list[TopicPartition]:
@@ -58,6 +59,7 @@ class Batch:
     def note_range(self, tp: TopicPartition, recs: Sequence[Record]) -> None:
         self.first_offsets.setdefault(tp, recs[0].offset)
         self.next_offsets[tp] = recs[-1].offset + 1
+        self.last_timestamps[tp] = getattr(recs[-1], "timestamp", None)
         self.size += len(recs)
 
     def sort_out(self, record: Record, decoded: object) -> bool:

@@ -33,7 +33,8 @@ T = TypeVar("T")
 log = structlog.get_logger("consumer.loop")
 
 KAFKA_COMMIT_ATTEMPTS = 5
-LAG_REFRESH_IDLE_S = 5.0  # how often idle polls refresh the lag gauges
+LAG_REFRESH_S = 5.0  # how often the lag task refreshes the gauges
+LAG_STEP_TIMEOUT_S = 2.0
 INFLIGHT_POLL_MS = 5  # getmany's wait while a batch is in flight
 FALLBACK_LOG_INTERVAL_S = 60.0
 FALLBACK_HINTS = {
@@ -71,6 +72,7 @@ class ConsumerLoop:
         poll_timeout_ms: int = 500,
         write_concurrency: int = 1,
         metrics: ConsumerMetrics | None = None,
+        lag_refresh_s: float = LAG_REFRESH_S,
     ) -> None:
         self._consumer = consumer
         self._preparer, self._writer, self._dead_letters = pipeline.preparer, pipeline.writer, pipeline.dead_letters
@@ -87,9 +89,11 @@ class ConsumerLoop:
         self._pending_commit: dict[TopicPartition, int] = {}
         self.stats = Stats()
         self.metrics = metrics if metrics is not None else ConsumerMetrics()
-        # Lag needs highwater()/position() (aiokafka's consumer has them; the GroupConsumer port does not require them).
-        self._lag_source = consumer if hasattr(consumer, "highwater") and hasattr(consumer, "position") else None
-        self._lag_refreshed_at = 0.0
+        self._lag_refresh_s = lag_refresh_s
+        # Lag needs end_offsets() (aiokafka's consumer has it; the GroupConsumer port does not require it).
+        self._end_offsets = getattr(consumer, "end_offsets", None)
+        self._positions: dict[TopicPartition, int] = {}  # the database's, as of the last commit or assignment
+        self._applied_at: dict[TopicPartition, float] = {}  # timestamp (s) of the newest applied record
         self.native_unavailable = self._preparer.native_unavailable
         self.native = pipeline.native
         self.python_only = self._preparer.python_only  # event type -> why the native path cannot take it
@@ -118,6 +122,7 @@ class ConsumerLoop:
         and its records fetched again."""
         self.stats.last_progress_at = time.monotonic()
         inflight: asyncio.Task[set[TopicPartition]] | None = None
+        lag_task = asyncio.create_task(self._lag_loop())
         try:
             while not self._stopping.is_set():
                 # With a batch in flight, wait for records only briefly: the next batch is prepared
@@ -134,9 +139,6 @@ class ConsumerLoop:
                     if self._pending_commit:
                         async with self._lock:
                             await self._commit_kafka({})
-                    if time.monotonic() - self._lag_refreshed_at >= LAG_REFRESH_IDLE_S:
-                        async with self._lock:
-                            await self._refresh_lag()
                     continue
                 generation = self._generation
                 parts = await self._prepare(records)
@@ -151,6 +153,7 @@ class ConsumerLoop:
                     continue
                 inflight = asyncio.create_task(self._process_locked(parts, generation))
         finally:
+            lag_task.cancel()
             if inflight is not None:
                 await inflight
         async with self._lock:
@@ -227,10 +230,13 @@ class ConsumerLoop:
             else:
                 failure = failure or result
         if committed:
+            self._positions.update(committed)
+            for part, result in zip(parts, results):
+                if isinstance(result, Written):
+                    self._applied_at.update({tp: ms / 1000 for tp, ms in part.last_timestamps.items() if ms is not None})
             await self._commit_kafka(committed)
             for _ in range(committed_parts):  # one per transaction, as the batch size histogram
                 self.metrics.batch_duration.observe(time.monotonic() - started)
-        await self._refresh_lag()
         if failure is not None:
             raise failure
         return unsettled
@@ -279,21 +285,40 @@ class ConsumerLoop:
                 self._fallbacks_logged_at[reason] = now
                 del self._fallbacks_unlogged[reason]
 
-    async def _refresh_lag(self) -> None:
-        """Lag per assigned partition: the high watermark of the last fetch minus the position."""
-        self._lag_refreshed_at = time.monotonic()
-        source = self._lag_source
-        if source is None:
-            return
-        for tp in self._consumer.assignment():
+    async def _lag_loop(self) -> None:
+        """On its own timer, beside the batch loop: the gauges keep moving while a batch waits for
+        a database or a broker that is down."""
+        while True:
+            await asyncio.sleep(self._lag_refresh_s)
             try:
-                highwater = source.highwater(tp)
-                if highwater is None:  # no fetch response for it yet
-                    continue
-                position = await asyncio.wait_for(source.position(tp), timeout=0.2)
-            except (AssertionError, IllegalStateError, KafkaError, asyncio.TimeoutError):
-                continue  # revoked meanwhile, or its position is being reset: next time
-            self.metrics.set_lag(tp, highwater - position)
+                await self.refresh_lag()
+            except Exception as exc:  # noqa: BLE001 - a failed refresh leaves the gauges as they were; said at debug
+                log.debug("lag not refreshed", error=short_error(exc))
+
+    async def refresh_lag(self) -> None:
+        """Lag per assigned partition = the log end offset minus the database's position (the
+        truth here; the last known one when the database cannot be read). The same definition as
+        `event-consumer offsets show`. lag_seconds: how long ago the newest applied record was
+        produced, while records wait behind it."""
+        assigned = sorted(self._consumer.assignment())
+        if not assigned or self._end_offsets is None:
+            return
+        ends = await asyncio.wait_for(self._end_offsets(assigned), timeout=LAG_STEP_TIMEOUT_S)
+        try:
+            stored = await asyncio.wait_for(self._writer.stored_positions(assigned), timeout=LAG_STEP_TIMEOUT_S)
+            self._positions.update(stored)
+        except Exception as exc:  # noqa: BLE001 - the positions of the last commit stand in (see docstring)
+            log.debug("database positions unreadable for the lag; using the last known", error=short_error(exc))
+        now = time.time()
+        for tp in assigned:
+            position = self._positions.get(tp)
+            if position is None or tp not in ends:
+                continue
+            lag = max(0, ends[tp] - position)
+            applied_at = self._applied_at.get(tp)
+            self.metrics.set_lag(tp, lag, 0.0 if lag == 0 or applied_at is None else max(0.0, now - applied_at))
+        if self._applied_at:
+            self.metrics.last_applied.set(max(self._applied_at.values()))
 
     async def _dead_letter(self, items: Sequence[PoisonRecord]) -> None:
         assert self._dead_letters is not None, "run always has a dead-letter producer"
@@ -346,6 +371,9 @@ class ConsumerLoop:
 
     async def on_revoked(self, revoked: list[TopicPartition], wait_s: float) -> None:
         self.metrics.forget_partitions(revoked)
+        for tp in revoked:
+            self._positions.pop(tp, None)
+            self._applied_at.pop(tp, None)
         try:
             await asyncio.wait_for(self._lock.acquire(), timeout=wait_s)
         except asyncio.TimeoutError:
@@ -381,6 +409,7 @@ class ConsumerLoop:
         try:
             async with asyncio.timeout(timeout_s):
                 stored = await self._writer.stored_positions(assigned)
+                self._positions.update(stored)
                 for tp, position in stored.items():
                     committed = await self._consumer.committed(tp)
                     if committed is None or position > committed:

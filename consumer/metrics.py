@@ -75,8 +75,15 @@ class ConsumerMetrics:
             "kafka_commit_failures", "Kafka offset commits that failed (retried, carried over or dropped).", namespace=ns, registry=r
         )
         self.lag = Gauge(
-            "lag_records", "Records behind the partition's high watermark (after the last batch or idle poll).", ("topic", "partition"),
+            "lag_records", "Records between the database's position and the log end offset, every LAG_REFRESH_S.", ("topic", "partition"),
             namespace=ns, registry=r,
+        )
+        self.lag_seconds = Gauge(
+            "lag_seconds", "How long ago the newest applied record was produced, while records wait behind it (0: caught up).",
+            ("topic", "partition"), namespace=ns, registry=r,
+        )
+        self.last_applied = Gauge(
+            "last_applied_timestamp_seconds", "Record timestamp (Unix time) of the newest applied record.", namespace=ns, registry=r
         )
         self.last_commit = Gauge(
             "last_commit_timestamp_seconds", "Unix time of the last successful Kafka offset commit.", namespace=ns, registry=r
@@ -113,16 +120,18 @@ class ConsumerMetrics:
         for reason, n in fallbacks.items():
             self.native_fallback.labels(reason).inc(n)
 
-    def set_lag(self, tp: TopicPartition, lag: int) -> None:
+    def set_lag(self, tp: TopicPartition, lag: int, seconds: float = 0.0) -> None:
         self.lag.labels(tp.topic, str(tp.partition)).set(max(0, lag))
+        self.lag_seconds.labels(tp.topic, str(tp.partition)).set(max(0.0, seconds))
 
     def forget_partitions(self, partitions: Iterable[TopicPartition]) -> None:
         """A revoked partition's lag is the new owner's to report."""
         for tp in partitions:
-            try:
-                self.lag.remove(tp.topic, str(tp.partition))
-            except KeyError:
-                pass
+            for gauge in (self.lag, self.lag_seconds):
+                try:
+                    gauge.remove(tp.topic, str(tp.partition))
+                except KeyError:
+                    pass
 
 
 def add_runtime_collectors(registry: CollectorRegistry) -> None:

@@ -67,7 +67,10 @@ class PartitionOffsets:
 
     @property
     def lag(self) -> int:
-        return max(0, self.end - self.position)
+        """End offset minus the database's position (Kafka's committed offset where the database
+        has none): the definition of event_consumer_lag_records."""
+        applied = self.database if self.database is not None else self.committed
+        return max(0, self.end - max(self.beginning, applied if applied is not None else self.beginning))
 
     def as_dict(self) -> dict:
         return {

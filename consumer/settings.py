@@ -52,6 +52,7 @@ class Settings(BaseSettings):
     dlq_blocked_after_s: float = Field(300.0, gt=0)
     dlq_retention_ms: int = Field(30 * 24 * 3600 * 1000, ge=-1)
     ready_requires_partitions: bool = False
+    lag_refresh_s: float = Field(5.0, gt=0)
 
     @field_validator("kafka_topics", mode="before")
     @classmethod

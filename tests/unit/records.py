@@ -11,6 +11,7 @@ class Rec:
     key: bytes | None
     value: bytes | None
     headers: tuple = ()
+    timestamp: int | None = None  # ms, as aiokafka gives it
 
 
 class FunctionWriter:

@@ -2,6 +2,7 @@
 loop's instrumentation, with fakes: no Kafka, no database."""
 
 import asyncio
+import time
 import json
 from collections import Counter
 from contextlib import asynccontextmanager
@@ -451,7 +452,7 @@ def envelope(entity_id: int, version: int, event_type: str = "user.created") -> 
 
 
 class LagConsumer:
-    """A GroupConsumer fake that also has aiokafka's highwater() and position()."""
+    """A GroupConsumer fake that also has aiokafka's end_offsets() (the log end: `highwater`)."""
 
     def __init__(self, highwater: dict[TopicPartition, int]) -> None:
         self.hw = dict(highwater)
@@ -477,6 +478,9 @@ class LagConsumer:
 
     def highwater(self, tp):
         return self.hw.get(tp)
+
+    async def end_offsets(self, tps):
+        return {tp: self.hw[tp] for tp in tps if tp in self.hw}
 
     async def position(self, tp):
         return self.positions.get(tp, 0)
@@ -542,7 +546,8 @@ async def test_loop_counts_a_committed_batch_by_topic_and_event_type(monkeypatch
     assert total(r, "event_consumer_batch_size_records_sum") == 5
     assert total(r, "event_consumer_batch_duration_seconds_count") == 1
     assert total(r, "event_consumer_last_commit_timestamp_seconds") == pytest.approx(loop.stats.last_commit_at)
-    # lag = highwater - position after the commit
+    # lag = log end - the database's position (here the last commit's: the fake writer has none)
+    await loop.refresh_lag()
     assert total(r, "event_consumer_lag_records", topic="users", partition="0") == 6
     assert total(r, "event_consumer_lag_records", topic="orders", partition="0") == 3
 
@@ -554,10 +559,44 @@ async def test_loop_counts_commit_failures_and_forgets_revoked_lag(monkeypatch):
     loop = make_loop(consumer, metrics, monkeypatch, {"applied": 1})
     await loop.process({TP0: [Rec("users", 0, 0, b"1", envelope(1, 1))]})
     assert total(metrics.registry, "event_consumer_kafka_commit_failures_total") == 1
+    await loop.refresh_lag()
     assert total(metrics.registry, "event_consumer_lag_records", topic="users") == 0
     assert ("event_consumer_lag_records", (("partition", "0"), ("topic", "users"))) in samples(metrics.registry)
     await loop.on_revoked([TP0], wait_s=1)
-    assert not any(n == "event_consumer_lag_records" for n, _ in samples(metrics.registry))
+    assert not any(n in ("event_consumer_lag_records", "event_consumer_lag_seconds") for n, _ in samples(metrics.registry))
+
+
+async def test_lag_keeps_moving_with_the_end_offsets_while_the_database_cannot_be_read(monkeypatch):
+    """The gauges come from the log end and the database's position on a timer of their own; when
+    the database does not answer, the position of the last commit stands in, and lag_seconds
+    counts from the newest applied record's timestamp."""
+    metrics = ConsumerMetrics()
+    consumer = LagConsumer({TP0: 3})
+    loop = make_loop(consumer, metrics, monkeypatch, {"applied": 3})
+    produced_at = time.time() - 30
+    records = [Rec("users", 0, i, b"1", envelope(1, i + 1), (), timestamp=int(produced_at * 1000)) for i in range(3)]
+    await loop.process({TP0: records})
+
+    async def database_down(tps):
+        raise ConnectionRefusedError(111, "refused")
+
+    loop._writer.stored_positions = database_down  # type: ignore[attr-defined]
+    await loop.refresh_lag()
+    assert total(metrics.registry, "event_consumer_lag_records", topic="users", partition="0") == 0
+    assert total(metrics.registry, "event_consumer_lag_seconds", topic="users", partition="0") == 0  # caught up
+    consumer.hw[TP0] = 2003  # 2,000 more published meanwhile
+    await loop.refresh_lag()
+    assert total(metrics.registry, "event_consumer_lag_records", topic="users", partition="0") == 2000
+    assert total(metrics.registry, "event_consumer_lag_seconds", topic="users", partition="0") == pytest.approx(30, abs=2)
+    assert total(metrics.registry, "event_consumer_last_applied_timestamp_seconds") == pytest.approx(int(produced_at * 1000) / 1000)
+
+    async def database_back(tps):
+        return {TP0: 2003}
+
+    loop._writer.stored_positions = database_back  # type: ignore[attr-defined]
+    await loop.refresh_lag()
+    assert total(metrics.registry, "event_consumer_lag_records", topic="users", partition="0") == 0
+    assert total(metrics.registry, "event_consumer_lag_seconds", topic="users", partition="0") == 0
 
 
 async def test_retry_attempts_count_as_signs_of_life(monkeypatch):
@@ -599,3 +638,21 @@ async def test_dead_letter_log_lines_bind_the_record_and_never_the_payload(monke
     assert lines[1]["offset"] == 1 and "event_id" not in lines[1]
     assert all(line["level"] == "warning" for line in lines)
     assert "private@example.com" not in json.dumps(lines)
+
+
+@pytest.mark.parametrize(
+    ("committed", "database", "end", "lag"),
+    [
+        (40, 50, 60, 10),  # the database is the truth: Kafka's committed offset trails it
+        (50, 40, 60, 20),  # even when Kafka's is ahead (a commit the database never saw cannot be)
+        (None, 30, 60, 30),
+        (45, None, 60, 15),  # no database row yet: Kafka's committed offset
+        (None, None, 60, 55),  # neither: from the log start
+        (None, 2, 60, 55),  # a position before the log start (truncated): from the log start
+    ],
+)
+def test_offsets_show_lag_is_the_metrics_definition(committed, database, end, lag):
+    from consumer.offsets_admin import PartitionOffsets
+
+    row = PartitionOffsets("t", 0, committed=committed, database=database, beginning=5, end=end)
+    assert row.lag == lag
