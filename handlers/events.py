@@ -143,7 +143,7 @@ _HOUR, _MINUTE = "(?:[01][0-9]|2[0-3])", "[0-5][0-9]"
 # Gap: an instant before 0001-01-01T00:00Z or after 9999-12-31T23:59:59.999999Z has no UTC value, which
 # the consumer refuses; a pattern cannot compare the time with the offset, so on those two days it
 # refuses every offset that could push the instant out (a few valid values included).
-_IN_UTC_RANGE = rf"(?!0001-01-01[^+]*\+(?!00:?00)|9999-12-31[^-\u2212]*[-\u2212](?!00:?00))"
+_IN_UTC_RANGE = r"(?!0001-01-01[^+]*\+(?!00:?00)|9999-12-31[^-\u2212]*[-\u2212](?!00:?00))"
 _RFC3339 = (
     rf"^{_IN_UTC_RANGE}{_DATE}[Tt]{_HOUR}:{_MINUTE}:{_MINUTE}(?:\.[0-9]+)?(?:[Zz]|[-+]{_HOUR}:{_MINUTE}){_END}"
 )

@@ -17,6 +17,14 @@ def pytest_collection_modifyitems(items):
 
 
 @pytest.fixture
+def control(services: Services):
+    """Stops and starts the local services, for the tests of outages."""
+    if services.control is None:
+        pytest.fail("this test stops and starts services: run it with scripts/services.sh (EC_SERVICES_SCRIPT)", pytrace=False)
+    return services.control
+
+
+@pytest.fixture
 async def clean_db(engine: AsyncEngine) -> None:
     async with engine.begin() as conn:
         await conn.execute(text("TRUNCATE users, orders, consumer_offsets"))

@@ -23,13 +23,6 @@ from tests.model import ReadModel
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def control(services):
-    if services.control is None:
-        pytest.fail("fault tests stop and start services: run them with scripts/services.sh (EC_SERVICES_SCRIPT)", pytrace=False)
-    return services.control
-
-
 def _chunks(events: list[dict], topics, n_chunks: int, poison_per_chunk: int, rng: random.Random):
     """Splits the stream into chunks of (topic, messages), with poison records mixed in."""
     size = len(events) // n_chunks + 1

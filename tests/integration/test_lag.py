@@ -7,13 +7,12 @@ import subprocess
 import sys
 import time
 
-import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from consumer.generate import Generator, topic_for
 from tests.integration.harness import envelope_messages, kcat_publish
-from tests.integration.test_observability import control, free_port, http_get, wait_status  # noqa: F401 - fixture
+from tests.integration.test_observability import free_port, http_get, wait_status
 
 OUTAGE_S = 60
 

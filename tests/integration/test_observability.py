@@ -17,13 +17,6 @@ from tests.integration.harness import alive, envelope_messages, kcat_publish
 from tests.model import ReadModel
 
 
-@pytest.fixture
-def control(services):
-    if services.control is None:
-        pytest.fail("this test stops and starts PostgreSQL: run it with scripts/services.sh (EC_SERVICES_SCRIPT)", pytrace=False)
-    return services.control
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -11,7 +11,6 @@ from aiokafka import TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaConnectionError
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-import consumer.loop
 from consumer.batch import Batch, Preparer, deal_partitions
 from consumer.loop import KAFKA_COMMIT_ATTEMPTS, ConsumerLoop
 from consumer.pipeline import build_pipeline
