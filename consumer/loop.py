@@ -292,7 +292,8 @@ class ConsumerLoop:
             await asyncio.sleep(self._lag_refresh_s)
             try:
                 await self.refresh_lag()
-            except Exception as exc:  # noqa: BLE001 - a failed refresh leaves the gauges as they were; said at debug
+            except Exception as exc:  # noqa: BLE001 - the gauges keep their last values; counted, and said at debug (every LAG_REFRESH_S)
+                self.metrics.lag_refresh_failures.labels("end_offsets").inc()
                 log.debug("lag not refreshed", error=short_error(exc))
 
     async def refresh_lag(self) -> None:
@@ -307,7 +308,8 @@ class ConsumerLoop:
         try:
             stored = await asyncio.wait_for(self._writer.stored_positions(assigned), timeout=LAG_STEP_TIMEOUT_S)
             self._positions.update(stored)
-        except Exception as exc:  # noqa: BLE001 - the positions of the last commit stand in (see docstring)
+        except Exception as exc:  # noqa: BLE001 - the positions of the last commit stand in (see docstring); counted
+            self.metrics.lag_refresh_failures.labels("database_positions").inc()
             log.debug("database positions unreadable for the lag; using the last known", error=short_error(exc))
         now = time.time()
         for tp in assigned:

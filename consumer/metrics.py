@@ -82,6 +82,11 @@ class ConsumerMetrics:
             "lag_seconds", "How long ago the newest applied record was produced, while records wait behind it (0: caught up).",
             ("topic", "partition"), namespace=ns, registry=r,
         )
+        self.lag_refresh_failures = Counter(
+            "lag_refresh_failures",
+            "Lag refreshes that could not read the log end offsets (gauges kept) or the database's positions (last known used).",
+            ["source"], namespace=ns, registry=r,
+        )
         self.last_applied = Gauge(
             "last_applied_timestamp_seconds", "Record timestamp (Unix time) of the newest applied record.", namespace=ns, registry=r
         )

@@ -589,6 +589,7 @@ async def test_lag_keeps_moving_with_the_end_offsets_while_the_database_cannot_b
     assert total(metrics.registry, "event_consumer_lag_records", topic="users", partition="0") == 2000
     assert total(metrics.registry, "event_consumer_lag_seconds", topic="users", partition="0") == pytest.approx(30, abs=2)
     assert total(metrics.registry, "event_consumer_last_applied_timestamp_seconds") == pytest.approx(int(produced_at * 1000) / 1000)
+    assert total(metrics.registry, "event_consumer_lag_refresh_failures_total", source="database_positions") == 2
 
     async def database_back(tps):
         return {TP0: 2003}
