@@ -101,7 +101,15 @@ class FreshDatabases:
         admin = await asyncpg.connect(plain_dsn(self.server_url))
         try:
             for name in self.names:
-                await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                for attempt in range(10):
+                    try:
+                        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                        break
+                    except asyncpg.InsufficientPrivilegeError:
+                        # an autovacuum worker on the fresh database: FORCE may not end it; it ends soon
+                        if attempt == 9:
+                            raise
+                        await asyncio.sleep(1)
         finally:
             await admin.close()
         self.names.clear()
